@@ -1,0 +1,65 @@
+"""Centred letterbox: the one affine warp RTMO was trained and evaluated with.
+
+The reference resizes and pads in a single ``cv2.warpAffine`` (bilinear,
+constant border). A resize-then-paste letterbox lands pixels on a different
+sampling grid and differs by hundreds of grey levels at the edges, so the
+warp is reproduced exactly, matrix included.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .spec import PAD_VALUE
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Maps original-image pixels to model-input pixels: p_in = p * scale + offset."""
+
+    scale: float
+    offset_x: float
+    offset_y: float
+    orig_w: int
+    orig_h: int
+
+    def as_array(self) -> np.ndarray:
+        """The FP32 [5] vector the preprocess model hands to the decoder."""
+        return np.array(
+            [self.scale, self.offset_x, self.offset_y, self.orig_w, self.orig_h], np.float32
+        )
+
+
+def letterbox_matrix(orig_w: int, orig_h: int, size: int) -> tuple[np.ndarray, Letterbox]:
+    """Affine matrix of the centred letterbox, computed as the reference does.
+
+    The reference builds it with ``cv2.getAffineTransform`` from three float32
+    point pairs: the centre, the point half a source width to its left, and
+    that point moved half a width down. Solving from the same float32 points
+    gives the same double matrix to the last bit, which ``warpAffine``'s
+    fixed-point sampling needs (a closed-form matrix can differ in the last
+    bit and move pixels).
+    """
+    fit_w = min(size, size * orig_w / orig_h)
+    half_src = orig_w * size / fit_w * 0.5
+    half = size * 0.5
+    cx, cy = orig_w / 2, orig_h / 2
+    src = np.array([[cx, cy], [cx - half_src, cy], [cx - half_src, cy + half_src]], np.float32)
+    dst = np.array([[half, half], [0.0, half], [0.0, size]], np.float32)
+    m = cv2.getAffineTransform(src, dst)
+    box = Letterbox(float(m[0, 0]), float(m[0, 2]), float(m[1, 2]), orig_w, orig_h)
+    return m, box
+
+
+def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
+    """BGR uint8 HxWx3 → float32 3xSxS (BGR, 0..255, no normalisation) and its mapping."""
+    h, w = image_bgr.shape[:2]
+    m, box = letterbox_matrix(w, h, size)
+    warped = cv2.warpAffine(
+        image_bgr, m, (size, size), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3,
+    )
+    chw = np.ascontiguousarray(warped.transpose(2, 0, 1), dtype=np.float32)
+    return chw, box

@@ -1,0 +1,147 @@
+"""The one place where RTMO's fixed facts live.
+
+Everything else (the PyTorch model, the export, the Triton configs, the
+clients, the tests) imports these names instead of repeating literals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# --- architecture -----------------------------------------------------------
+
+FEATMAP_STRIDES: tuple[int, ...] = (16, 32)
+"""Strides of the two head levels; cells are flattened stride-16 first."""
+
+NUM_BINS: tuple[int, int] = (192, 256)
+"""DCC bins along x and y."""
+
+BBOX_PADDING = 1.25
+"""The DCC looks at the box grown by this factor (bbox_cs)."""
+
+SOFTMAX_CLAMP = 5e4
+SOFTMAX_EPS = 1e-8
+"""The reference softmax clamps logits and adds EPS to its denominator."""
+
+PAD_VALUE = 114
+"""Grey level of the letterbox border (same on all three BGR channels)."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Width and depth of one RTMO size; every channel count derives from them."""
+
+    name: str
+    widen: float
+    deepen: float
+    input_size: int
+    """Square model input, pixels."""
+
+    @property
+    def pose_vec_channels(self) -> int:
+        return int(512 * self.widen)
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("t", 0.375, 0.33, 416),
+        Variant("s", 0.5, 0.33, 640),
+        Variant("m", 0.75, 0.67, 640),
+        Variant("l", 1.0, 1.0, 640),
+    )
+}
+
+# --- keypoint sets -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeypointSet:
+    """Names and drawing skeleton of one dataset's keypoints."""
+
+    dataset: str
+    names: tuple[str, ...]
+    skeleton: tuple[tuple[int, int], ...]
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.names)
+
+
+def _links(names: tuple[str, ...], pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[int, int], ...]:
+    index = {n: i for i, n in enumerate(names)}
+    return tuple((index[a], index[b]) for a, b in pairs)
+
+
+_LIMBS = (
+    ("left_ankle", "left_knee"), ("left_knee", "left_hip"),
+    ("right_ankle", "right_knee"), ("right_knee", "right_hip"),
+    ("left_hip", "right_hip"), ("left_shoulder", "left_hip"),
+    ("right_shoulder", "right_hip"), ("left_shoulder", "right_shoulder"),
+    ("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"),
+    ("left_elbow", "left_wrist"), ("right_elbow", "right_wrist"),
+)
+_BODY = (
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
+_COCO_NAMES = ("nose", "left_eye", "right_eye", "left_ear", "right_ear") + _BODY
+_CROWDPOSE_NAMES = _BODY + ("top_head", "neck")
+
+COCO = KeypointSet(
+    "coco",
+    _COCO_NAMES,
+    _links(_COCO_NAMES, _LIMBS + (
+        ("left_eye", "right_eye"), ("nose", "left_eye"), ("nose", "right_eye"),
+        ("left_eye", "left_ear"), ("right_eye", "right_ear"),
+        ("left_ear", "left_shoulder"), ("right_ear", "right_shoulder"),
+    )),
+)
+CROWDPOSE = KeypointSet(
+    "crowdpose",
+    _CROWDPOSE_NAMES,
+    _links(_CROWDPOSE_NAMES, _LIMBS + (
+        ("top_head", "neck"), ("right_shoulder", "neck"), ("left_shoulder", "neck"),
+    )),
+)
+KEYPOINT_SETS: dict[int, KeypointSet] = {s.num_keypoints: s for s in (COCO, CROWDPOSE)}
+"""Checkpoints say how many keypoints they predict; the count picks the set."""
+
+NUM_KEYPOINTS = COCO.num_keypoints
+"""The public contract's default (body7 and coco checkpoints)."""
+
+# --- inference defaults -------------------------------------------------------
+
+DEFAULT_SCORE_THR = 0.1
+DEFAULT_NMS_THR = 0.65
+"""The official test_cfg of every RTMO config."""
+
+DEFAULT_TOPK = 100
+"""Candidate cells the engine hands to the decoder per image (see README, 'K')."""
+
+DEFAULT_VARIANT = "s"
+DEFAULT_MAX_BATCH = 8
+DEFAULT_MAX_PIXELS = 40_000_000
+"""Declared image area above which an image is refused before decoding."""
+
+
+def num_cells(input_size: int) -> int:
+    """Head cells over both levels for a square input."""
+    return sum((input_size // s) ** 2 for s in FEATMAP_STRIDES)
+
+
+# --- tensor names (the contracts between the Triton models) -------------------
+
+ENGINE_INPUT = "input"
+ENGINE_OUTPUTS = ("scores", "boxes", "kpt_vis", "x_logits", "y_logits")
+
+ENSEMBLE_NAME = "rtmo"
+PREPROCESS_NAME = "rtmo_preprocess"
+ENGINE_NAME = "rtmo_engine"
+DECODE_NAME = "rtmo_decode"
+
+ENSEMBLE_INPUT = "IMAGE"
+ENSEMBLE_OUTPUTS = ("NUM_PEOPLE", "BOXES", "SCORES", "KEYPOINTS", "KEYPOINT_SCORES")
+
+AFFINE = "affine"
+"""Preprocess → decode: [scale, offset_x, offset_y, orig_w, orig_h] (FP32 [5])."""
