@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .spec import PAD_VALUE
+from .spec import AFFINE_FIELDS, PAD_VALUE
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,11 @@ class Letterbox:
     offset_y: float
     orig_w: int
     orig_h: int
+    input_size: int
 
     def as_array(self) -> np.ndarray:
-        """The FP32 [5] vector the preprocess model hands to the decoder."""
-        return np.array(
-            [self.scale, self.offset_x, self.offset_y, self.orig_w, self.orig_h], np.float32
-        )
+        """The FP32 vector (fields ``spec.AFFINE_FIELDS``) handed to the decoder."""
+        return np.array([getattr(self, f) for f in AFFINE_FIELDS], np.float32)
 
 
 def letterbox_matrix(orig_w: int, orig_h: int, size: int) -> tuple[np.ndarray, Letterbox]:
@@ -49,7 +48,7 @@ def letterbox_matrix(orig_w: int, orig_h: int, size: int) -> tuple[np.ndarray, L
     src = np.array([[cx, cy], [cx - half_src, cy], [cx - half_src, cy + half_src]], np.float32)
     dst = np.array([[half, half], [0.0, half], [0.0, size]], np.float32)
     m = cv2.getAffineTransform(src, dst)
-    box = Letterbox(float(m[0, 0]), float(m[0, 2]), float(m[1, 2]), orig_w, orig_h)
+    box = Letterbox(float(m[0, 0]), float(m[0, 2]), float(m[1, 2]), orig_w, orig_h, size)
     return m, box
 
 

@@ -144,4 +144,5 @@ ENSEMBLE_INPUT = "IMAGE"
 ENSEMBLE_OUTPUTS = ("NUM_PEOPLE", "BOXES", "SCORES", "KEYPOINTS", "KEYPOINT_SCORES")
 
 AFFINE = "affine"
-"""Preprocess → decode: [scale, offset_x, offset_y, orig_w, orig_h] (FP32 [5])."""
+AFFINE_FIELDS = ("scale", "offset_x", "offset_y", "orig_w", "orig_h", "input_size")
+"""Preprocess → decode, FP32 [len(AFFINE_FIELDS)]: p_input = p_image * scale + offset."""

@@ -1,0 +1,142 @@
+"""Load official mmpose RTMO checkpoints (or plain state dicts) into our model.
+
+The variant, keypoint count and whether the file was saved after mmpose's
+``switch_to_deploy`` are all read from tensor shapes and names, so users
+pass only a path. Loading is strict: every tensor inference needs must be
+present with the right shape, and only tensors named in ``IGNORED`` may be
+left over.
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..spec import VARIANTS
+from .rtmo import RTMO, build_rtmo
+
+IGNORED: dict[str, str] = {
+    "head.head_module.out_kpt_reg.": "training-only proxy keypoint regression",
+    "head.dcc.sigma_fc.": "training-only sigma prediction for the MLE loss",
+    "head.loss_oks.": "training-only OKS loss constants",
+    "neck.pos_enc_0": "position code cached by switch_to_deploy; recomputed here",
+}
+"""Checkpoint key prefixes that inference does not use, with the reason."""
+
+_STEM = "backbone.stem.conv.conv.weight"
+_VIS = "head.head_module.out_kpt_vis.0.weight"
+_FUSED_NECK = "neck.fpn_blocks.0.bottlenecks.0.conv_reparam.weight"
+_FUSED_DCC = "head.dcc.pose_to_kpts.weight"
+
+
+class CheckpointError(ValueError):
+    """The file cannot be used as an RTMO checkpoint; the message says why."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: str
+    variant: str
+    num_keypoints: int
+    deploy_form: bool
+    ignored_keys: tuple[str, ...]
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint is empty (0 bytes): {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise CheckpointError(f"checkpoint is truncated or corrupt: {path} ({e})") from e
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path} is not a weights-only PyTorch checkpoint (it may be another format, "
+            f"or pickle content that weights_only=True refuses): {e}"
+        ) from e
+    except RuntimeError as e:
+        msg = str(e)
+        hint = "truncated or corrupt" if "zip" in msg.lower() or "archive" in msg.lower() else "unreadable"
+        raise CheckpointError(f"checkpoint is {hint}: {path} ({msg.splitlines()[0]})") from e
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f"{path} holds neither an mmengine checkpoint {{'meta', 'state_dict'}} nor a state dict"
+        )
+    return obj
+
+
+def _detect(state: dict[str, torch.Tensor], path: Path) -> tuple[str, int]:
+    if _STEM not in state or _VIS not in state or not any(k.startswith("head.dcc.") for k in state):
+        sample = ", ".join(sorted(state)[:5]) or "(no tensors)"
+        raise CheckpointError(
+            f"{path} is not an RTMO checkpoint: expected a CSPDarknet backbone and an RTMO head "
+            f"with a DCC ('{_STEM}', 'head.dcc.*'); first keys are: {sample}"
+        )
+    stem = state[_STEM].shape[0]
+    by_stem = {int(64 * v.widen): name for name, v in VARIANTS.items()}
+    if stem not in by_stem:
+        raise CheckpointError(
+            f"{path}: backbone stem has {stem} channels, which matches no RTMO variant "
+            f"({', '.join(f'{n}={c}' for c, n in by_stem.items())})"
+        )
+    return by_stem[stem], state[_VIS].shape[0]
+
+
+def load_state(model: RTMO, state: dict[str, torch.Tensor], source: str = "checkpoint") -> tuple[str, ...]:
+    """Strictly load ``state``; returns the keys skipped as ``IGNORED``."""
+    ignored = tuple(k for k in state if k.startswith(tuple(IGNORED)))
+    wanted = {k: v for k, v in state.items() if k not in ignored}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(wanted))
+    unexpected = sorted(set(wanted) - set(expected))
+    wrong = sorted(
+        f"{k}: checkpoint {tuple(wanted[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(wanted) & set(expected) if wanted[k].shape != expected[k].shape
+    )
+    problems = [
+        f"{title} ({len(keys)}):\n  " + "\n  ".join(keys)
+        for title, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                            ("shape mismatches", wrong)) if keys
+    ]
+    if problems:
+        raise CheckpointError(f"{source} does not fit RTMO-{model.variant.name}:\n" + "\n".join(problems))
+    model.load_state_dict(wanted, strict=True)
+    return ignored
+
+
+def load_checkpoint(path: str | Path) -> tuple[RTMO, CheckpointInfo]:
+    """An official RTMO checkpoint (t/s/m/l; body7, coco or crowdpose) -> eval-mode model."""
+    path = Path(path)
+    state = _read(path)
+    variant, num_kpts = _detect(state, path)
+    fused = _FUSED_NECK in state or _FUSED_DCC in state
+    if (_FUSED_NECK in state) != (_FUSED_DCC in state):
+        raise CheckpointError(f"{path}: half of the model is in deploy form and half is not")
+    model = build_rtmo(variant, num_kpts, fused=fused)
+    ignored = load_state(model, state, str(path))
+    return model.eval(), CheckpointInfo(str(path), variant, num_kpts, fused, ignored)
+
+
+def random_model(variant: str, seed: int = 0, num_keypoints: int | None = None) -> RTMO:
+    """Deterministic random weights: for demos, tests and benchmarks, never for accuracy."""
+    gen = torch.Generator().manual_seed(seed)
+    model = build_rtmo(variant, **({} if num_keypoints is None else {"num_keypoints": num_keypoints}))
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point() or name.endswith(("bins", "dim_t")):
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+            elif name.endswith(("running_mean", ".bias", ".beta")):
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.05)
+            elif t.dim() > 1:
+                fan_in = t[0].numel()
+                t.copy_(torch.randn(t.shape, generator=gen) / fan_in**0.5)
+    return model.eval()
