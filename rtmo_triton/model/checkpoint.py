@@ -59,10 +59,11 @@ def _read(path: Path) -> dict:
             f"{path} is not a weights-only PyTorch checkpoint (it may be another format, "
             f"or pickle content that weights_only=True refuses): {e}"
         ) from e
-    except RuntimeError as e:
-        msg = str(e)
-        hint = "truncated or corrupt" if "zip" in msg.lower() or "archive" in msg.lower() else "unreadable"
-        raise CheckpointError(f"checkpoint is {hint}: {path} ({msg.splitlines()[0]})") from e
+    except Exception as e:  # torch raises many types for foreign or damaged files
+        msg = (str(e).splitlines() or [type(e).__name__])[0]
+        damaged = any(w in msg.lower() for w in ("zip", "archive", "central directory"))
+        hint = "truncated or corrupt" if damaged else "unreadable as a PyTorch checkpoint"
+        raise CheckpointError(f"checkpoint is {hint}: {path} ({type(e).__name__}: {msg})") from e
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -124,19 +125,38 @@ def load_checkpoint(path: str | Path) -> tuple[RTMO, CheckpointInfo]:
     return model.eval(), CheckpointInfo(str(path), variant, num_kpts, fused, ignored)
 
 
+OUTPUT_GAIN = 0.02
+
+
 def random_model(variant: str, seed: int = 0, num_keypoints: int | None = None) -> RTMO:
-    """Deterministic random weights: for demos, tests and benchmarks, never for accuracy."""
+    """Deterministic random weights: for demos, tests and benchmarks, never for accuracy.
+
+    Plain random weights make activations grow layer after layer until boxes
+    overflow, so BatchNorm statistics are then measured on a fixed synthetic
+    image: every layer sees unit-scale inputs and the outputs look like a
+    model's (finite boxes, a spread of scores).
+    """
     gen = torch.Generator().manual_seed(seed)
-    model = build_rtmo(variant, **({} if num_keypoints is None else {"num_keypoints": num_keypoints}))
+    kwargs = {} if num_keypoints is None else {"num_keypoints": num_keypoints}
+    model = build_rtmo(variant, **kwargs)
     with torch.no_grad():
         for name, t in model.state_dict().items():
-            if not t.is_floating_point() or name.endswith(("bins", "dim_t")):
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
-            elif name.endswith(("running_mean", ".bias", ".beta")):
-                t.copy_(torch.randn(t.shape, generator=gen) * 0.05)
-            elif t.dim() > 1:
-                fan_in = t[0].numel()
-                t.copy_(torch.randn(t.shape, generator=gen) / fan_in**0.5)
+            if t.is_floating_point() and t.dim() > 1 and not name.endswith("bins"):
+                t.copy_(torch.randn(t.shape, generator=gen) / t[0].numel() ** 0.5)
+        size = model.variant.input_size
+        smooth = torch.rand(1, 3, size // 16, size // 16, generator=gen) * 255
+        image = torch.nn.functional.interpolate(smooth, size=(size, size), mode="bilinear")
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        for bn in norms:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average: one batch sets the statistics exactly
+        model.train()
+        model(image)
+        for bn in norms:
+            bn.momentum = 0.1
+        # the output layers have no norm after them; shrink them so box sizes
+        # (an exp of their output) and scores stay in a plausible range
+        for name, t in model.head.head_module.named_parameters():
+            if name.startswith("out_") and name.endswith("weight"):
+                t.mul_(OUTPUT_GAIN)
     return model.eval()

@@ -47,14 +47,12 @@ def _fold_repvgg(block: RepVGGBlock) -> None:
 
 
 @torch.no_grad()
-def fold_batchnorm(model: RTMO) -> RTMO:
-    """In place; returns ``model`` for chaining."""
+def to_deploy_form(model: RTMO) -> RTMO:
+    """What mmpose's ``switch_to_deploy`` does to the weights: RepVGG blocks
+    re-parameterised, the DCC's BatchNorm1d folded into its linear. In place."""
     for module in list(model.modules()):
         if isinstance(module, RepVGGBlock):
             _fold_repvgg(module)
-    for module in list(model.modules()):
-        if isinstance(module, ConvBNAct) and isinstance(module.bn, nn.BatchNorm2d):
-            _fold_conv_unit(module)
     dcc = model.head.dcc
     if isinstance(dcc.pose_to_kpts, nn.Sequential):
         linear, bn = dcc.pose_to_kpts
@@ -63,3 +61,13 @@ def fold_batchnorm(model: RTMO) -> RTMO:
         linear.bias.copy_(linear.bias * scale + shift)
         dcc.pose_to_kpts = linear
     return model.eval()
+
+
+@torch.no_grad()
+def fold_batchnorm(model: RTMO) -> RTMO:
+    """Deploy form plus every conv's BatchNorm folded. In place; returns ``model``."""
+    to_deploy_form(model)
+    for module in list(model.modules()):
+        if isinstance(module, ConvBNAct) and isinstance(module.bn, nn.BatchNorm2d):
+            _fold_conv_unit(module)
+    return model

@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from rtmo_triton.letterbox import letterbox, letterbox_matrix
+from rtmo_triton.spec import AFFINE_FIELDS, PAD_VALUE
+
+from .golden import OUTPUT_FILES, fixture_ids, load_output, requires_fixtures
+
+
+@requires_fixtures
+@pytest.mark.parametrize("name", fixture_ids())
+def test_input_is_bit_exact(name):
+    ref = load_output(name)
+    size = int(ref["input_size"][0])
+    x, box = letterbox(ref["img_bgr"], size)
+    assert x.dtype == np.float32 and x.shape == ref["input"].shape[1:]
+    np.testing.assert_array_equal(x, ref["input"][0])
+    # the reference's centre/scale description of the same mapping
+    centre, scale = ref["input_center"], ref["input_scale"]
+    np.testing.assert_allclose(box.scale, size / scale[0], rtol=1e-6)
+    np.testing.assert_allclose(box.offset_x, size / 2 - centre[0] * box.scale, atol=1e-4)
+    np.testing.assert_allclose(box.offset_y, size / 2 - centre[1] * box.scale, atol=1e-4)
+
+
+def test_fixture_set_is_complete():
+    assert len(OUTPUT_FILES) >= 8 or not OUTPUT_FILES
+
+
+@pytest.mark.parametrize(("w", "h"), [(640, 480), (480, 640), (457, 331), (100, 1000), (416, 416)])
+def test_mapping_is_centred_and_fits(w, h):
+    m, box = letterbox_matrix(w, h, 416)
+    assert box.scale == pytest.approx(min(416 / w, 416 / h))
+    # the image is centred: equal margins on both sides of each axis
+    assert box.offset_x == pytest.approx((416 - w * box.scale) / 2, abs=1e-6)
+    assert box.offset_y == pytest.approx((416 - h * box.scale) / 2, abs=1e-6)
+    np.testing.assert_allclose(m, [[box.scale, 0, box.offset_x], [0, box.scale, box.offset_y]], atol=1e-9)
+    vec = box.as_array()
+    assert vec.shape == (len(AFFINE_FIELDS),)
+    assert dict(zip(AFFINE_FIELDS, vec.tolist()))["input_size"] == 416
+
+
+def test_tall_image_pads_left_and_right():
+    img = np.full((400, 100, 3), 7, np.uint8)
+    x, box = letterbox(img, 416)
+    assert box.offset_x > 100 and box.offset_y == pytest.approx(0, abs=1e-6)
+    assert (x[:, :, :100] == PAD_VALUE).all() and (x[:, :, -100:] == PAD_VALUE).all()
+    assert (x[:, 10:-10, 208] == 7).all()

@@ -1,0 +1,63 @@
+"""Image -> letterbox -> deploy graph -> decode, against mmpose's final predictions.
+
+Run twice: the PyTorch deploy graph, and the exported ONNX graph in
+onnxruntime (what the CPU server runs), on a batch of all fixture images.
+"""
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from rtmo_triton.export import export_onnx, onnx_metadata
+from rtmo_triton.letterbox import letterbox
+from rtmo_triton.model import load_checkpoint
+from rtmo_triton.model.deploy import DeployRTMO
+from rtmo_triton.postprocess import decode_batch
+from rtmo_triton.spec import ENGINE_INPUT, ENGINE_OUTPUTS, num_cells
+
+from .golden import CHECKPOINT_T, OUTPUT_FILES, assert_people_match, load_output, requires_fixtures
+
+pytestmark = requires_fixtures
+ALL_CELLS = num_cells(416)
+
+
+@pytest.fixture(scope="module")
+def refs():
+    return [load_output(p) for p in OUTPUT_FILES]
+
+
+@pytest.fixture(scope="module")
+def batch(refs):
+    inputs, boxes = zip(*(letterbox(r["img_bgr"], 416) for r in refs))
+    return np.stack(inputs), np.stack([b.as_array() for b in boxes])
+
+
+def check_all(outputs, affines, refs):
+    thr = float(refs[0]["score_thr"]), float(refs[0]["nms_thr"])
+    for people, ref in zip(decode_batch(outputs, affines, *thr), refs, strict=True):
+        assert_people_match(*people, ref)
+
+
+def test_torch_deploy_graph(batch, refs):
+    model, _ = load_checkpoint(CHECKPOINT_T)
+    deploy = DeployRTMO(model, ALL_CELLS).eval()
+    with torch.no_grad():
+        outs = deploy(torch.from_numpy(batch[0]))
+    check_all({n: o.numpy() for n, o in zip(ENGINE_OUTPUTS, outs)}, batch[1], refs)
+
+
+@pytest.fixture(scope="module")
+def onnx_path(tmp_path_factory):
+    model, info = load_checkpoint(CHECKPOINT_T)
+    path = tmp_path_factory.mktemp("onnx") / "rtmo-t.onnx"
+    export_onnx(model, path, topk=10_000, metadata={"random_weights": "true"})
+    return path
+
+
+def test_onnx_graph(onnx_path, batch, refs):
+    meta = onnx_metadata(onnx_path)
+    assert meta["variant"] == "t" and meta["topk"] == str(ALL_CELLS) and meta["random_weights"] == "true"
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    outs = dict(zip(ENGINE_OUTPUTS, sess.run(list(ENGINE_OUTPUTS), {ENGINE_INPUT: batch[0]})))
+    assert outs["x_logits"].shape == (len(refs), ALL_CELLS, 17, 192)
+    check_all(outs, batch[1], refs)
