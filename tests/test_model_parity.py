@@ -36,6 +36,7 @@ def test_backbone_neck_head_match_reference(model_t, name):
     for key, maps in (("cls_scores", cls), ("bbox_preds", box), ("kpt_vis", vis), ("pose_vecs", pose)):
         errors |= {f"{key}_s{s}": rel_err(m, ref[f"{key}_s{s}"]) for m, s in zip(maps, (16, 32))}
     worst = max(errors, key=errors.get)
+    print(f"{name}: worst relative error {errors[worst]:.2e} ({worst})")
     assert errors[worst] <= REL_TOL, f"{worst}: relative error {errors[worst]:.2e}"
 
 

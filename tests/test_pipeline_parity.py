@@ -32,10 +32,12 @@ def batch(refs):
     return np.stack(inputs), np.stack([b.as_array() for b in boxes])
 
 
-def check_all(outputs, affines, refs):
+def check_all(outputs, affines, refs, label):
     thr = float(refs[0]["score_thr"]), float(refs[0]["nms_thr"])
-    for people, ref in zip(decode_batch(outputs, affines, *thr), refs, strict=True):
-        assert_people_match(*people, ref)
+    for people, ref, path in zip(decode_batch(outputs, affines, *thr), refs, OUTPUT_FILES, strict=True):
+        err = assert_people_match(*people, ref)
+        print(f"{label} {path.stem:38s} people {len(people.boxes):3d}  box max {err['box_max']:.4f} px"
+              f"  kpt p99 {err['kpt_p99']:.4f} px  kpt max {err.get('kpt_max', 0):.4f} px")
 
 
 def test_torch_deploy_graph(batch, refs):
@@ -43,7 +45,7 @@ def test_torch_deploy_graph(batch, refs):
     deploy = DeployRTMO(model, ALL_CELLS).eval()
     with torch.no_grad():
         outs = deploy(torch.from_numpy(batch[0]))
-    check_all({n: o.numpy() for n, o in zip(ENGINE_OUTPUTS, outs)}, batch[1], refs)
+    check_all({n: o.numpy() for n, o in zip(ENGINE_OUTPUTS, outs)}, batch[1], refs, "torch")
 
 
 @pytest.fixture(scope="module")
@@ -60,4 +62,4 @@ def test_onnx_graph(onnx_path, batch, refs):
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     outs = dict(zip(ENGINE_OUTPUTS, sess.run(list(ENGINE_OUTPUTS), {ENGINE_INPUT: batch[0]})))
     assert outs["x_logits"].shape == (len(refs), ALL_CELLS, 17, 192)
-    check_all(outs, batch[1], refs)
+    check_all(outs, batch[1], refs, "onnx ")
