@@ -1,0 +1,208 @@
+"""One code path over ``tritonclient.http`` and ``tritonclient.grpc``.
+
+Both modules share ``InferInput``/``InferRequestedOutput``/``infer``; they differ
+in how the model config comes back and in what may run concurrently. The gRPC
+client is thread-safe, so requests go through a thread pool. The HTTP client
+is not, but its connection pool is greenlet-safe (its own ``async_infer`` runs
+``_post`` in greenlets), so concurrent HTTP requests run as greenlets in the
+calling thread; that keeps per-request latencies exact, which
+``async_infer().get_result()`` in submission order would not.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .. import spec
+
+PROTOCOLS = ("http", "grpc")
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
+DEFAULT_TIMEOUT_S = 60.0
+
+# gRPC statuses that say the server, not this request, is the problem
+_TRANSPORT_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED",
+                                 "StatusCode.CANCELLED"})
+
+
+class ServerUnavailable(RuntimeError):
+    """The server cannot be reached or is not live."""
+
+
+class ModelNotReady(RuntimeError):
+    """The server is up but the model is missing, unloaded or still loading."""
+
+
+class ModelInfo(NamedTuple):
+    name: str
+    max_batch_size: int
+    """0 means the model takes no batch dimension."""
+
+
+class Outcome(NamedTuple):
+    """What one request produced: outputs by name, or the exception that stopped it."""
+
+    outputs: dict[str, np.ndarray | None] | None
+    error: BaseException | None
+    latency_ms: float
+
+
+def client_module(protocol: str) -> ModuleType:
+    """``tritonclient.http`` or ``tritonclient.grpc``, imported only when used."""
+    if protocol == "http":
+        import tritonclient.http as module
+    elif protocol == "grpc":
+        import tritonclient.grpc as module
+    else:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+    return module
+
+
+def normalize_url(url: str | None, protocol: str) -> str:
+    """``host:port`` as tritonclient wants it: scheme stripped, protocol's default port added."""
+    client_module(protocol)  # validates protocol
+    url = (url or "127.0.0.1").strip()
+    for scheme in ("http://", "grpc://"):
+        if url.startswith(scheme):
+            url = url[len(scheme):]
+    url = url.rstrip("/")
+    host, _, port = url.rpartition(":")
+    if not host or "]" in port:  # no port (an IPv6 literal's last colon is inside brackets)
+        return f"{url}:{DEFAULT_PORTS[protocol]}"
+    return url
+
+
+def connect(url: str | None = None, protocol: str = "http", concurrency: int = 1,
+            timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
+    """A tritonclient client for ``url`` (default 127.0.0.1 on the protocol's default port).
+
+    ``concurrency`` sizes the HTTP connection pool; pass the same value to
+    ``infer_images`` or concurrent HTTP requests queue on fewer connections.
+    """
+    module = client_module(protocol)
+    url = normalize_url(url, protocol)
+    if protocol == "http":
+        return module.InferenceServerClient(url, concurrency=max(1, concurrency),
+                                            connection_timeout=timeout_s, network_timeout=timeout_s)
+    return module.InferenceServerClient(url)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a failed call; tritonclient's exceptions keep the server's own message."""
+    message = getattr(exc, "message", None)
+    if callable(message):
+        text = message() or str(exc)
+        status = exc.status() if callable(getattr(exc, "status", None)) else None
+        status = status.removeprefix("StatusCode.") if isinstance(status, str) else status
+        return f"{text} (status {status})" if status else text
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def is_request_error(exc: BaseException) -> bool:
+    """True when the server answered and refused this request (so other requests may succeed)."""
+    from tritonclient.utils import InferenceServerException
+
+    return isinstance(exc, InferenceServerException) and exc.status() not in _TRANSPORT_STATUSES
+
+
+def model_config(client: Any, protocol: str, model_name: str = spec.ENSEMBLE_NAME) -> dict:
+    """The model's config as a dict, whichever protocol fetched it."""
+    if protocol == "grpc":
+        return client.get_model_config(model_name, as_json=True).get("config", {})
+    return client.get_model_config(model_name)
+
+
+def check_ready(client: Any, protocol: str, model_name: str = spec.ENSEMBLE_NAME,
+                wait_s: float = 0.0) -> ModelInfo:
+    """Fail with a clear message unless the server is live and the model ready.
+
+    Polls for up to ``wait_s`` seconds, so a test can call it right after
+    starting a server.
+    """
+    deadline = time.monotonic() + wait_s
+    while (problem := _readiness_problem(client, protocol, model_name)) is not None:
+        if time.monotonic() >= deadline:
+            raise problem
+        time.sleep(0.2)
+    config = model_config(client, protocol, model_name)
+    return ModelInfo(model_name, int(config.get("max_batch_size", 0)))
+
+
+def make_request(protocol: str, images: Sequence[bytes], batched: bool = True) -> tuple[list, list]:
+    """Inputs and requested outputs for one request carrying ``images`` (shape [B, 1])."""
+    module = client_module(protocol)
+    data = np.empty((len(images), 1), dtype=np.object_)
+    for i, image in enumerate(images):  # element-wise: never let numpy turn bytes into fixed-width 'S'
+        data[i, 0] = bytes(image)
+    if not batched:
+        if len(images) != 1:
+            raise ValueError("a model without a batch dimension takes one image per request")
+        data = data[0]
+    tensor = module.InferInput(spec.ENSEMBLE_INPUT, list(data.shape), "BYTES")
+    tensor.set_data_from_numpy(data)
+    return [tensor], [module.InferRequestedOutput(n) for n in spec.ENSEMBLE_OUTPUTS]
+
+
+def run_requests(client: Any, protocol: str, model_name: str, requests: Sequence[Sequence[bytes]],
+                 batched: bool = True, concurrency: int = 1,
+                 timeout_s: float | None = None) -> list[Outcome]:
+    """Send every request (a list of encoded images), at most ``concurrency`` in flight.
+
+    Never raises for a failed request: its exception comes back in its Outcome,
+    in the order of ``requests``.
+    """
+    extra = {"client_timeout": timeout_s} if protocol == "grpc" and timeout_s else {}
+
+    def one(images: Sequence[bytes]) -> Outcome:
+        start = time.perf_counter()
+        try:
+            inputs, outputs = make_request(protocol, images, batched)
+            result = client.infer(model_name, inputs, outputs=outputs, **extra)
+            arrays = {n: result.as_numpy(n) for n in spec.ENSEMBLE_OUTPUTS}
+            if not batched:
+                arrays = {n: None if a is None else a[None] for n, a in arrays.items()}
+            return Outcome(arrays, None, (time.perf_counter() - start) * 1e3)
+        except Exception as exc:  # reported per request so the others' results survive
+            return Outcome(None, exc, (time.perf_counter() - start) * 1e3)
+
+    return _map(protocol, one, requests, concurrency)
+
+
+def _map(protocol: str, fn: Callable, items: Sequence, concurrency: int) -> list:
+    if concurrency <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    if protocol == "grpc":
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            return list(pool.map(fn, items))
+    import gevent.pool
+
+    return gevent.pool.Pool(concurrency).map(fn, items)
+
+
+def _readiness_problem(client: Any, protocol: str, model_name: str) -> Exception | None:
+    try:
+        if not client.is_server_live():
+            return ServerUnavailable("the server answers but is not live")
+    except Exception as exc:  # connection refused, DNS, timeouts: all mean "not reachable"
+        return ServerUnavailable(f"cannot reach Triton over {protocol}: {describe_error(exc)}")
+    try:
+        if client.is_model_ready(model_name):
+            return None
+        why = "not ready"
+    except Exception as exc:  # gRPC raises for a model the server does not know
+        why = f"not ready ({describe_error(exc)})"
+    return ModelNotReady(f"model {model_name!r} is {why}; "
+                         f"ready models: {_ready_models(client, protocol) or 'none'}")
+
+
+def _ready_models(client: Any, protocol: str) -> str:
+    try:
+        index = client.get_model_repository_index(**({"as_json": True} if protocol == "grpc" else {}))
+    except Exception:
+        return "unknown"
+    models = index.get("models", []) if isinstance(index, dict) else index
+    return ", ".join(sorted(m["name"] for m in models if m.get("state") == "READY"))

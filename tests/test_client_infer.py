@@ -1,0 +1,235 @@
+import threading
+import time
+
+import gevent
+import numpy as np
+import pytest
+from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor
+
+from rtmo_triton import spec
+from rtmo_triton.client import (
+    ModelNotReady,
+    ServerUnavailable,
+    check_ready,
+    infer_images,
+    make_request,
+    normalize_url,
+    transport,
+)
+
+from .client_fakes import FakeResult, batched_outputs
+
+BAD = b"undecodable"
+
+
+class FakeClient:
+    """Answers like the ensemble: an image holds one person per ``p`` byte; BAD fails its whole request."""
+
+    def __init__(self, protocol="grpc", delay=0.0, max_batch=8, error=None):
+        self.protocol, self.delay, self.max_batch, self.error = protocol, delay, max_batch, error
+        self.requests: list[list[bytes]] = []
+        self.in_flight = self.most_in_flight = 0
+        self.lock = threading.Lock()
+
+    def infer(self, model_name, inputs, outputs=None, **kwargs):
+        assert model_name == spec.ENSEMBLE_NAME
+        images = inputs  # make_request is replaced by the identity in these tests
+        with self.lock:
+            self.requests.append(list(images))
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                (gevent.sleep if self.protocol == "http" else time.sleep)(self.delay)
+            if self.error is not None:
+                raise self.error
+            if BAD in images:
+                raise InferenceServerException("unable to decode image", status="400")
+            return FakeResult(batched_outputs([img.count(b"p") for img in images]))
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def is_server_live(self):
+        return True
+
+    def is_model_ready(self, name):
+        return name == spec.ENSEMBLE_NAME
+
+    def get_model_config(self, name, as_json=False):
+        config = {"name": name, "max_batch_size": self.max_batch}
+        return {"config": config} if self.protocol == "grpc" else config
+
+
+@pytest.fixture(autouse=True)
+def images_as_inputs(monkeypatch):
+    monkeypatch.setattr(transport, "make_request", lambda protocol, images, batched=True: (images, None))
+
+
+def counts(people):
+    return [p.num_people if p.ok else p.error for p in people]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_images_are_split_into_requests_of_the_model_max_batch(protocol):
+    client = FakeClient(protocol, max_batch=3)
+    images = [b"p" * (i % 4) or b"\x00" for i in range(8)]
+    people = infer_images(client, images, protocol)
+    assert [len(r) for r in client.requests] == [3, 3, 2]
+    assert counts(people) == [img.count(b"p") for img in images]
+    assert [p.batch for p in people] == [3] * 6 + [2] * 2
+
+
+def test_explicit_batch_size_wins():
+    client = FakeClient(max_batch=8)
+    infer_images(client, [b"p"] * 5, "grpc", batch_size=2)
+    assert [len(r) for r in client.requests] == [2, 2, 1]
+
+
+def test_a_bad_image_fails_alone_and_the_others_keep_their_people():
+    client = FakeClient()
+    people = infer_images(client, [b"pp", BAD, b"p", b"ppp", b"p"], "grpc", batch_size=2)
+    assert counts(people)[0] == 2 and counts(people)[2:] == [1, 3, 1]
+    assert not people[1].ok and "unable to decode image" in people[1].error
+    # the failed pair was retried one image per request; the good requests were not repeated
+    assert [len(r) for r in client.requests] == [2, 2, 1, 1, 1]
+
+
+def test_empty_image_data_is_not_sent():
+    client = FakeClient()
+    people = infer_images(client, [b"p", b""], "grpc")
+    assert counts(people)[0] == 1 and "empty" in people[1].error
+    assert client.requests == [[b"p"]]
+
+
+def test_transport_errors_are_not_retried_image_by_image():
+    client = FakeClient(error=ConnectionRefusedError(111, "Connection refused"))
+    people = infer_images(client, [b"p"] * 5, "http", batch_size=4)
+    assert all("Connection refused" in p.error for p in people)
+    assert len(client.requests) == 2
+
+
+def test_contract_violation_is_reported_per_request():
+    client = FakeClient()
+    client.infer = lambda *a, **k: FakeResult({})
+    people = infer_images(client, [b"p", b"pp"], "grpc", batch_size=8)
+    assert all(not p.ok and "lacks output" in p.error for p in people)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_concurrency_bounds_requests_in_flight_and_keeps_order(protocol):
+    client = FakeClient(protocol, delay=0.05)
+    images = [b"p" * (i % 5) or b"\x00" for i in range(12)]
+    start = time.perf_counter()
+    people = infer_images(client, images, protocol, batch_size=1, concurrency=3)
+    elapsed = time.perf_counter() - start
+    assert client.most_in_flight == 3
+    assert counts(people) == [img.count(b"p") for img in images]
+    assert elapsed < 12 * 0.05 * 0.6
+    assert all(40 < p.latency_ms < 500 for p in people)
+
+
+def test_sequential_by_default():
+    client = FakeClient(delay=0.01)
+    infer_images(client, [b"p"] * 4, "grpc", batch_size=1)
+    assert client.most_in_flight == 1
+
+
+def test_bad_batch_size():
+    with pytest.raises(ValueError, match="batch_size"):
+        infer_images(FakeClient(), [b"p"], "grpc", batch_size=0)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_check_ready_reads_max_batch_size(protocol):
+    assert check_ready(FakeClient(protocol, max_batch=16), protocol).max_batch_size == 16
+
+
+def test_check_ready_names_the_problem():
+    class Down(FakeClient):
+        def is_server_live(self):
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(ServerUnavailable, match="cannot reach.*Connection refused"):
+        check_ready(Down(), "http")
+
+    class Loading(FakeClient):
+        def get_model_repository_index(self, **kwargs):
+            return [{"name": "other", "state": "READY"}, {"name": "rtmo", "state": "LOADING"}]
+
+    with pytest.raises(ModelNotReady, match="'nope' is not ready; ready models: other"):
+        check_ready(Loading(), "http", "nope")
+    with pytest.raises(ServerUnavailable):
+        infer_images(Down(), [b"p"], "http")  # no batch size: readiness is checked first
+
+
+def test_check_ready_waits_for_a_starting_server():
+    class Starting(FakeClient):
+        calls = 0
+
+        def is_server_live(self):
+            self.calls += 1
+            if self.calls < 3:
+                raise ConnectionRefusedError(111, "Connection refused")
+            return True
+
+    assert check_ready(Starting(), "grpc", wait_s=5).max_batch_size == 8
+
+
+def test_unbatched_model_gets_one_image_per_request_without_batch_dim(monkeypatch):
+    seen = []
+    monkeypatch.setattr(transport, "make_request",
+                        lambda protocol, images, batched=True: seen.append(batched) or (images, None))
+
+    class Unbatched(FakeClient):
+        def infer(self, model_name, inputs, outputs=None, **kwargs):
+            result = super().infer(model_name, inputs, outputs, **kwargs)
+            return FakeResult({k: v[0] for k, v in result._outputs.items()})  # no batch dim
+
+    people = infer_images(Unbatched(max_batch=0), [b"pp", b"p"], "grpc")
+    assert counts(people) == [2, 1] and seen == [False, False]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_request_tensor_is_bytes_b_by_1_and_keeps_every_byte(monkeypatch, protocol):
+    monkeypatch.undo()  # the real make_request
+    images = [b"\x89PNG\x00\x00", b"\xff\xd8jpeg\x00"]
+    (tensor,), outputs = make_request(protocol, images)
+    assert tensor.name() == spec.ENSEMBLE_INPUT and tensor.datatype() == "BYTES"
+    assert tensor.shape() == [2, 1]
+    assert [o.name() for o in outputs] == list(spec.ENSEMBLE_OUTPUTS)
+    raw = getattr(tensor, "_raw_data", None) or getattr(tensor, "_raw_content", None)
+    if raw is None:
+        pytest.skip("this tritonclient keeps the tensor elsewhere")
+    assert deserialize_bytes_tensor(raw).tolist() == images
+
+
+@pytest.mark.parametrize(
+    ("url", "protocol", "expected"),
+    [
+        (None, "http", "127.0.0.1:8000"),
+        (None, "grpc", "127.0.0.1:8001"),
+        ("http://host:9000/", "http", "host:9000"),
+        ("grpc://host", "grpc", "host:8001"),
+        ("10.0.0.1:1234", "grpc", "10.0.0.1:1234"),
+        ("[::1]", "http", "[::1]:8000"),
+        ("[::1]:9", "http", "[::1]:9"),
+    ],
+)
+def test_normalize_url(url, protocol, expected):
+    assert normalize_url(url, protocol) == expected
+
+
+def test_unknown_protocol():
+    with pytest.raises(ValueError, match="protocol"):
+        normalize_url(None, "websocket")
+
+
+def test_results_are_numpy(monkeypatch):
+    (p,) = infer_images(FakeClient(), [b"pp"], "grpc")
+    assert isinstance(p.boxes, np.ndarray) and p.boxes.shape == (2, 4)
+
+
+def test_no_images_no_requests():
+    client = FakeClient()
+    assert infer_images(client, [], "grpc", batch_size=4) == [] and client.requests == []
