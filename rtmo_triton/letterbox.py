@@ -52,13 +52,21 @@ def letterbox_matrix(orig_w: int, orig_h: int, size: int) -> tuple[np.ndarray, L
     return m, box
 
 
-def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
-    """BGR uint8 HxWx3 → float32 3xSxS (BGR, 0..255, no normalisation) and its mapping."""
+def letterbox(
+    image_bgr: np.ndarray, size: int, out: np.ndarray | None = None
+) -> tuple[np.ndarray, Letterbox]:
+    """BGR uint8 HxWx3 → float32 3xSxS (BGR, 0..255, no normalisation) and its mapping.
+
+    ``out`` (float32 3xSxS, e.g. a row of a batch) receives the result in the
+    same pass that converts to float, saving a copy per image.
+    """
     h, w = image_bgr.shape[:2]
     m, box = letterbox_matrix(w, h, size)
     warped = cv2.warpAffine(
         image_bgr, m, (size, size), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3,
     )
-    chw = np.ascontiguousarray(warped.transpose(2, 0, 1), dtype=np.float32)
-    return chw, box
+    if out is None:
+        out = np.empty((3, size, size), np.float32)
+    np.copyto(out, warped.transpose(2, 0, 1))
+    return out, box

@@ -118,3 +118,21 @@ def decode_batch(
         decode_people(*(outputs[n][i] for n in ENGINE_OUTPUTS), affines[i], score_thr, nms_thr)
         for i in range(len(affines))
     ]
+
+
+def stack_people(people: list[People], num_keypoints: int) -> tuple[np.ndarray, ...]:
+    """Batch rows of the ensemble's outputs: NUM_PEOPLE [B,1] and zero-padded [B,N,...] arrays.
+
+    N is the largest person count of the batch (at least 1, so no tensor has a
+    zero-sized dimension a client library could trip on).
+    """
+    b, n = len(people), max([1, *(len(p.scores) for p in people)])
+    counts = np.array([[len(p.scores)] for p in people], np.int32).reshape(b, 1)
+    boxes = np.zeros((b, n, 4), np.float32)
+    scores = np.zeros((b, n), np.float32)
+    kpts = np.zeros((b, n, num_keypoints, 2), np.float32)
+    kpt_scores = np.zeros((b, n, num_keypoints), np.float32)
+    for i, p in enumerate(people):
+        k = len(p.scores)
+        boxes[i, :k], scores[i, :k], kpts[i, :k], kpt_scores[i, :k] = p
+    return counts, boxes, scores, kpts, kpt_scores

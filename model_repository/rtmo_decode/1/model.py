@@ -1,0 +1,27 @@
+"""Triton Python model: engine candidates → people in image pixels (rtmo_triton.postprocess)."""
+import json
+
+import triton_python_backend_utils as pb_utils
+
+from rtmo_triton.postprocess import decode_batch, stack_people
+from rtmo_triton.serving.params import read_parameters
+from rtmo_triton.spec import AFFINE, ENGINE_OUTPUTS, ENSEMBLE_OUTPUTS
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = read_parameters(json.loads(args["model_config"]))
+        self.score_thr = float(params["score_thr"])
+        self.nms_thr = float(params["nms_thr"])
+        self.num_keypoints = int(params["num_keypoints"])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            outputs = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in ENGINE_OUTPUTS}
+            affines = pb_utils.get_input_tensor_by_name(request, AFFINE).as_numpy()
+            people = decode_batch(outputs, affines, self.score_thr, self.nms_thr)
+            arrays = stack_people(people, self.num_keypoints)
+            responses.append(pb_utils.InferenceResponse(
+                [pb_utils.Tensor(name, value) for name, value in zip(ENSEMBLE_OUTPUTS, arrays)]))
+        return responses

@@ -1,0 +1,145 @@
+"""``make build-engines``: a checkpoint in, a servable Triton model repository out.
+
+Steps: pick the engine flavour, load the checkpoint (or deterministic random
+RTMO-s weights, announced loudly), export the ONNX deploy graph, build the
+TensorRT plan when the flavour is ``trt``, copy the Python models and render
+every config from one ``RepositorySpec``.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .. import spec
+from .configs import FLAVOUR_FILES, RepositorySpec, load_scheduling, write_configs
+
+PROJECT_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
+"""The in-tree repository: its ``model.py`` files are the Python models' source."""
+
+RANDOM_SEED = 0
+RANDOM_BANNER = """
+################################################################################
+#  NO CHECKPOINT GIVEN: building RTMO-{variant} with DETERMINISTIC RANDOM WEIGHTS   #
+#  (seed {seed}). The served people are meaningless; use it to try the stack.    #
+#  To serve a real model:  make build-engines CHECKPOINT=path/to/rtmo.pth      #
+################################################################################
+"""
+
+
+def log(message: str) -> None:
+    print(f"[build-engines] {message}", flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m rtmo_triton.serving.build",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", type=Path, help="official RTMO checkpoint (.pth); omit for random RTMO-s")
+    p.add_argument("--model-repository", type=Path, default=PROJECT_REPOSITORY)
+    p.add_argument("--topk", type=int, default=spec.DEFAULT_TOPK, help="candidate cells per image (K)")
+    p.add_argument("--score-thr", type=float, default=spec.DEFAULT_SCORE_THR)
+    p.add_argument("--nms-thr", type=float, default=spec.DEFAULT_NMS_THR)
+    p.add_argument("--max-batch", type=int, default=spec.DEFAULT_MAX_BATCH, help="images per request")
+    p.add_argument("--max-pixels", type=int, default=spec.DEFAULT_MAX_PIXELS,
+                   help="images declaring more pixels are refused before decoding")
+    p.add_argument("--engine", default="auto", choices=("auto", "trt", "onnx"),
+                   help="trt: TensorRT plan (GPU); onnx: onnxruntime in a Python model; "
+                        "auto: trt when possible")
+    p.add_argument("--precision", default="fp16", choices=("fp16", "fp32"), help="TensorRT precision")
+    p.add_argument("--engine-threads", type=int, default=0,
+                   help="onnxruntime intra-op threads of the CPU engine (0: all cores)")
+    args = p.parse_args(argv)
+    if args.topk < 1:
+        p.error(f"--topk must be ≥ 1, got {args.topk}")
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        p.error(f"checkpoint not found: {args.checkpoint}")
+    return args
+
+
+def load_weights(checkpoint: Path | None):
+    """The model and what to say about its weights in the served config."""
+    from ..export import sha256
+    from ..model import load_checkpoint, random_model
+
+    if checkpoint is None:
+        print(RANDOM_BANNER.format(variant=spec.DEFAULT_VARIANT.upper(), seed=RANDOM_SEED), file=sys.stderr,
+              flush=True)
+        model = random_model(spec.DEFAULT_VARIANT, seed=RANDOM_SEED)
+        return model, {"random_weights": "true",
+                       "weights": f"deterministic random RTMO-{spec.DEFAULT_VARIANT} (seed {RANDOM_SEED}), "
+                                  "not a trained model"}
+    model, info = load_checkpoint(checkpoint)
+    log(f"loaded {checkpoint}: RTMO-{info.variant}, {info.num_keypoints} keypoints"
+        + (", deploy form" if info.deploy_form else ""))
+    return model, {"random_weights": "false", "checkpoint": checkpoint.name,
+                   "checkpoint_sha256": sha256(checkpoint)}
+
+
+def copy_python_models(repo: Path, flavour: str) -> None:
+    """Put the Python models' source into ``repo`` (nothing to do for the in-tree one)."""
+    names = [spec.PREPROCESS_NAME, spec.DECODE_NAME] + ([spec.ENGINE_NAME] if flavour == "onnx" else [])
+    for name in names:
+        src = PROJECT_REPOSITORY / name / "1" / "model.py"
+        dst = repo / name / "1" / "model.py"
+        if src.resolve() != dst.resolve():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+
+
+def build(args: argparse.Namespace) -> Path:
+    from ..export import export_onnx
+    from ..trt.flavour import choose_flavour
+
+    start = time.perf_counter()
+    flavour = choose_flavour(args.engine)
+    log(f"engine flavour: {flavour.name} ({flavour.reason})")
+    repo = args.model_repository
+    model, provenance = load_weights(args.checkpoint)
+    version_dir = repo / spec.ENGINE_NAME / "1"
+    version_dir.mkdir(parents=True, exist_ok=True)
+    for stale in FLAVOUR_FILES.values():
+        (version_dir / stale).unlink(missing_ok=True)
+    onnx_path = version_dir / FLAVOUR_FILES["onnx"]
+    if flavour.name == "trt":
+        onnx_path = repo.parent / ".build" / f"rtmo-{model.variant.name}.onnx"
+    log(f"exporting the ONNX deploy graph (K={args.topk}) to {onnx_path} ...")
+    export_onnx(model, onnx_path, topk=args.topk, metadata=provenance)
+    topk = min(args.topk, spec.num_cells(model.variant.input_size))
+    if flavour.name == "trt":
+        from ..trt.build import build_plan
+
+        log(f"building the TensorRT {args.precision} plan (minutes) ...")
+        build_plan(onnx_path, version_dir / FLAVOUR_FILES["trt"], precision=args.precision,
+                   opt_batch=args.max_batch, max_batch=args.max_batch)
+    copy_python_models(repo, flavour.name)
+    repo_spec = RepositorySpec(
+        variant=model.variant.name, input_size=model.variant.input_size, num_keypoints=model.num_keypoints,
+        topk=topk, flavour=flavour.name, max_batch=args.max_batch, score_thr=args.score_thr,
+        nms_thr=args.nms_thr, max_pixels=args.max_pixels, engine_threads=args.engine_threads,
+        scheduling=load_scheduling(), provenance=provenance,
+    )
+    write_configs(repo, repo_spec)
+    log(f"model repository ready in {time.perf_counter() - start:.1f} s: {repo}")
+    log(f"  RTMO-{repo_spec.variant} {repo_spec.input_size}px, K={topk}, score>{args.score_thr}, "
+        f"NMS {args.nms_thr}, max batch {args.max_batch}, engine {flavour.name}")
+    log(f"serve it: .venv/bin/tritonserver --model-repository {repo}")
+    return repo
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from ..model import CheckpointError
+    from ..trt.flavour import FlavourError
+
+    try:
+        build(args)
+    except (CheckpointError, FlavourError) as exc:
+        print(f"[build-engines] error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
