@@ -64,6 +64,15 @@ def command(args: list[str]) -> tuple[list[str], dict[str, str]]:
     return [str(root / "bin" / "tritonserver"), *args], env
 
 
+def install() -> None:
+    """``make setup``: put the stub in place once, so the first server start needs nothing."""
+    root = pytriton_root()
+    if root is None:
+        raise SystemExit("nvidia-pytriton is not installed")
+    prepare(root)
+    print(f"tritonserver ready to run: {root / 'bin' / 'tritonserver'} (via {Path(sys.prefix) / 'bin'})")
+
+
 def main() -> None:
     try:
         argv, env = command(sys.argv[1:])

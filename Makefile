@@ -1,0 +1,65 @@
+# RTMO on Triton. `make help` lists the targets.
+# Defaults of the build (K, thresholds, max batch) live in rtmo_triton/spec.py;
+# a variable below reaches the build only when you set it.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODEL_REPOSITORY ?= model_repository
+CHECKPOINT ?=
+TOPK ?=
+SCORE_THR ?=
+NMS_THR ?=
+MAX_BATCH ?=
+MAX_PIXELS ?=
+ENGINE ?= auto
+PRECISION ?= fp16
+OUT ?= out
+SETUP_STAMP := $(VENV)/.setup-done
+
+BUILD_FLAGS = --model-repository $(MODEL_REPOSITORY) --engine $(ENGINE) --precision $(PRECISION) \
+	$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(TOPK),--topk $(TOPK)) \
+	$(if $(SCORE_THR),--score-thr $(SCORE_THR)) $(if $(NMS_THR),--nms-thr $(NMS_THR)) \
+	$(if $(MAX_BATCH),--max-batch $(MAX_BATCH)) $(if $(MAX_PIXELS),--max-pixels $(MAX_PIXELS))
+
+.PHONY: help setup build-engines serve test lint demo clean
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+
+setup: $(SETUP_STAMP)  ## .venv with torch (CPU), the package, tritonclient and a CPU tritonserver
+$(SETUP_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[build,client,dev]' nvidia-pytriton==0.7.0
+	$(PY) -c "from rtmo_triton.serving.tritonserver import install; install()"
+	@if [ -f perf/install_tools.sh ]; then bash perf/install_tools.sh; fi
+	@touch $@
+	@echo "setup done: $(VENV)/bin/tritonserver --help"
+
+build-engines: $(SETUP_STAMP)  ## fill MODEL_REPOSITORY from CHECKPOINT (random RTMO-s without one)
+	$(PY) -m rtmo_triton.serving.build $(BUILD_FLAGS)
+
+$(MODEL_REPOSITORY)/rtmo/config.pbtxt:
+	$(MAKE) build-engines
+
+serve: $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## tritonserver on 127.0.0.1 (HTTP 8000, gRPC 8001, metrics 8002)
+	$(VENV)/bin/tritonserver --model-repository $(MODEL_REPOSITORY) \
+		--http-address 127.0.0.1 --grpc-address 127.0.0.1
+
+lint: $(SETUP_STAMP)  ## ruff
+	$(VENV)/bin/ruff check .
+
+test: $(SETUP_STAMP) lint  ## ruff, then every test (a real tritonserver included), CPU only
+	$(PY) -m pytest -q -ra
+
+demo: $(SETUP_STAMP)  ## build the default model, serve it, run the client on samples/, stop
+	$(PY) clients/demo.py --model-repository $(MODEL_REPOSITORY) --out-dir $(OUT)/demo samples
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf $(OUT) .build $(MODEL_REPOSITORY)/*/config.pbtxt $(MODEL_REPOSITORY)/*/1/model.onnx \
+		$(MODEL_REPOSITORY)/*/1/model.plan $(MODEL_REPOSITORY)/*/1/*.json
+
+-include perf/perf.mk

@@ -1,0 +1,51 @@
+"""A real tritonserver serving the fixture checkpoint, shared by the server tests.
+
+Built at K ≥ every cell and the fixtures' thresholds, so the served people
+must equal the reference's final predictions.
+"""
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from rtmo_triton.serving import build
+from rtmo_triton.serving.server import TritonServer, tritonserver_path
+
+from .golden import CHECKPOINT_T, OUTPUT_FILES, load_output
+
+KEEP_ALL_CELLS = 10_000
+
+
+def require_server() -> None:
+    """Skip where no server is installed; in CI a missing server is a failure, not a skip."""
+    try:
+        tritonserver_path()
+    except FileNotFoundError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"{exc} (CI must run the server tests)")
+        pytest.skip(str(exc))
+
+
+def build_fixture_repository(repo: Path, *extra: str) -> Path:
+    thr = load_output(OUTPUT_FILES[0])
+    code = build.main(["--checkpoint", str(CHECKPOINT_T), "--model-repository", str(repo), "--engine", "onnx",
+                       "--topk", str(KEEP_ALL_CELLS), "--score-thr", f"{float(thr['score_thr']):.6g}",
+                       "--nms-thr", f"{float(thr['nms_thr']):.6g}", *extra])
+    assert code == 0
+    return repo
+
+
+def start_server(repo: Path, log: Path) -> TritonServer:
+    server = TritonServer(repo, log_path=log)
+    server.__enter__()
+    print(f"\ntritonserver ready in {server.start_seconds:.2f} s ({repo})")
+    return server
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())

@@ -1,0 +1,159 @@
+"""The model repository built by `make build-engines`, served by a real tritonserver, over HTTP and gRPC.
+
+The served people must equal mmpose's final predictions on every fixture
+image (tolerances of the model issue), one image per request and several
+per request; concurrent requests must be batched by the server; bad images
+must fail alone.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from rtmo_triton import spec
+from rtmo_triton.client import connect, infer, parse_outputs
+from rtmo_triton.client.transport import run_requests
+
+from .golden import OUTPUT_FILES, assert_people_match, load_output, requires_fixtures
+from .served import build_fixture_repository, get_json, require_server, start_server
+from .test_image_io import png_header
+
+pytestmark = [pytest.mark.server, requires_fixtures]
+PROTOCOLS = ("http", "grpc")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    require_server()
+    tmp = tmp_path_factory.mktemp("served")
+    repo = build_fixture_repository(tmp / "repo")
+    server = start_server(repo, tmp / "tritonserver.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def refs():
+    return [load_output(p) for p in OUTPUT_FILES]
+
+
+@pytest.fixture(scope="module")
+def images(refs):
+    """Fixture images, losslessly encoded: the server must decode exactly the reference's pixels."""
+    return [cv2.imencode(".png", r["img_bgr"])[1].tobytes() for r in refs]
+
+
+def check(people, refs, paths=OUTPUT_FILES) -> None:
+    for p, ref, path in zip(people, refs, paths, strict=True):
+        assert p.ok, f"{path.stem}: {p.error}"
+        err = assert_people_match(p.boxes, p.scores, p.keypoints, p.keypoint_scores, ref)
+        assert np.all(np.diff(p.scores) <= 0), "people not in descending score"
+        print(f"{path.stem:38s} people {p.num_people:3d}  box max {err['box_max']:.4f} px  "
+              f"kpt p99 {err['kpt_p99']:.4f} px")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_served_people_equal_the_reference_one_image_per_request(server, refs, images, protocol):
+    client = connect(server.url(protocol), protocol, concurrency=2)
+    try:
+        outcomes = run_requests(client, protocol, spec.ENSEMBLE_NAME, [[i] for i in images], concurrency=2)
+    finally:
+        client.close()
+    people = []
+    for outcome in outcomes:
+        assert outcome.error is None, outcome.error
+        people += parse_outputs(outcome.outputs)
+    check(people, refs)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_multi_image_request_pads_past_each_images_people(server, refs, images, protocol):
+    client = connect(server.url(protocol), protocol)
+    try:
+        [outcome] = run_requests(client, protocol, spec.ENSEMBLE_NAME, [images])  # all 8 in one request
+    finally:
+        client.close()
+    assert outcome.error is None, outcome.error
+    out = outcome.outputs
+    counts = out["NUM_PEOPLE"][:, 0]
+    assert len(counts) == len(images) and len(set(counts.tolist())) > 1
+    for i, n in enumerate(counts):
+        for name in spec.ENSEMBLE_OUTPUTS[1:]:
+            assert not out[name][i, n:].any(), f"{name} row {i} not zero past its {n} people"
+    check(parse_outputs(out), refs)
+
+
+def test_keypoint_names_and_skeleton_are_discoverable(server):
+    config = get_json(f"http://{server.http_url}/v2/models/{spec.ENSEMBLE_NAME}/config")
+    params = {k: v["string_value"] for k, v in config["parameters"].items()}
+    assert params["keypoint_names"].split(",") == list(spec.COCO.names)
+    assert params["skeleton"].split(",") == [f"{a}-{b}" for a, b in spec.COCO.skeleton]
+    assert params["random_weights"] == "false" and params["checkpoint"].endswith(".pth")
+    assert config["max_batch_size"] >= 8
+
+
+def model_stats(server, model: str) -> dict:
+    stats = get_json(f"http://{server.http_url}/v2/models/{model}/stats")["model_stats"][0]
+    return {"inferences": int(stats["inference_count"]), "executions": int(stats["execution_count"]),
+            "batch_sizes": sorted(int(b["batch_size"]) for b in stats["batch_stats"])}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_concurrent_requests_are_batched(server, images, protocol):
+    before = model_stats(server, spec.ENGINE_NAME)
+    client = connect(server.url(protocol), protocol, concurrency=8)
+    try:
+        outcomes = run_requests(client, protocol, spec.ENSEMBLE_NAME, [[images[i % 8]] for i in range(24)],
+                                concurrency=8)
+    finally:
+        client.close()
+    assert all(o.error is None for o in outcomes)
+    after = model_stats(server, spec.ENGINE_NAME)
+    inferences = after["inferences"] - before["inferences"]
+    executions = after["executions"] - before["executions"]
+    print(f"{protocol}: {inferences} images in {executions} engine executions; "
+          f"batch sizes seen {after['batch_sizes']}")
+    assert inferences == 24
+    assert executions < inferences, "no engine execution held more than one request"
+    assert max(after["batch_sizes"]) > 1
+
+
+BAD = {
+    "garbage": (b"definitely not an image", "not a decodable image"),
+    "empty": (b"", "empty image"),
+    "too large": (png_header(60_000, 60_000), "exceeds the limit"),
+    "truncated": (None, "could not be decoded|not a decodable image"),
+}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_bad_images_fail_alone(server, refs, images, protocol):
+    bad = dict(BAD)
+    bad["truncated"] = (images[0][: len(images[0]) // 2], bad["truncated"][1])
+    requests, expect = [], []
+    for i, (data, message) in enumerate(bad.values()):
+        requests += [[images[i]], [data]]
+        expect += [i, message]
+    client = connect(server.url(protocol), protocol, concurrency=8)
+    try:
+        outcomes = run_requests(client, protocol, spec.ENSEMBLE_NAME, requests, concurrency=8)
+    finally:
+        client.close()
+    for outcome, want in zip(outcomes, expect, strict=True):
+        if isinstance(want, int):
+            assert outcome.error is None, f"a good image failed beside a bad one: {outcome.error}"
+            check(parse_outputs(outcome.outputs), [refs[want]], [OUTPUT_FILES[want]])
+        else:
+            assert outcome.error is not None
+            assert any(m in str(outcome.error) for m in want.split("|")), str(outcome.error)
+    assert server.process.poll() is None
+    assert infer(server.url(protocol), protocol, images[:1])[0].ok, "server unusable after bad inputs"
+
+
+def test_grayscale_jpeg_is_served(server, refs):
+    gray = cv2.cvtColor(refs[0]["img_bgr"], cv2.COLOR_BGR2GRAY)
+    [people] = infer(server.http_url, "http", [cv2.imencode(".jpg", gray)[1].tobytes()])
+    assert people.ok and people.keypoints.shape[1:] == (17, 2)
