@@ -99,13 +99,14 @@ def build(args: argparse.Namespace) -> Path:
     model, provenance = load_weights(args.checkpoint)
     version_dir = repo / spec.ENGINE_NAME / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
-    for stale in FLAVOUR_FILES.values():
-        (version_dir / stale).unlink(missing_ok=True)
-    onnx_path = version_dir / FLAVOUR_FILES["onnx"]
-    if flavour.name == "trt":
-        onnx_path = repo.parent / ".build" / f"rtmo-{model.variant.name}.onnx"
+    # ONNX flavour: the graph is the served file. TensorRT: it stays beside the
+    # version folder (Triton ignores it there) as the plan's source.
+    served_onnx = version_dir / FLAVOUR_FILES["onnx"]
+    onnx_path = served_onnx if flavour.name == "onnx" else repo / spec.ENGINE_NAME / FLAVOUR_FILES["onnx"]
+    partial = onnx_path.with_suffix(".partial.onnx")
     log(f"exporting the ONNX deploy graph (K={args.topk}) to {onnx_path} ...")
-    export_onnx(model, onnx_path, topk=args.topk, metadata=provenance)
+    export_onnx(model, partial, topk=args.topk, metadata=provenance)
+    partial.replace(onnx_path)  # a failed export never replaces a working graph
     topk = min(args.topk, spec.num_cells(model.variant.input_size))
     if flavour.name == "trt":
         from ..trt.build import build_plan
@@ -113,6 +114,9 @@ def build(args: argparse.Namespace) -> Path:
         log(f"building the TensorRT {args.precision} plan (minutes) ...")
         build_plan(onnx_path, version_dir / FLAVOUR_FILES["trt"], precision=args.precision,
                    opt_batch=args.max_batch, max_batch=args.max_batch)
+        served_onnx.unlink(missing_ok=True)
+    else:
+        (version_dir / FLAVOUR_FILES["trt"]).unlink(missing_ok=True)
     copy_python_models(repo, flavour.name)
     repo_spec = RepositorySpec(
         variant=model.variant.name, input_size=model.variant.input_size, num_keypoints=model.num_keypoints,

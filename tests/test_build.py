@@ -1,0 +1,107 @@
+"""`make build-engines` (rtmo_triton.serving.build) and the tritonserver launcher, without a server."""
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from rtmo_triton import spec
+from rtmo_triton.export import onnx_metadata
+from rtmo_triton.serving import build, tritonserver
+
+from .golden import CHECKPOINT_T, requires_fixtures
+
+
+def config(repo, name) -> mc.ModelConfig:
+    return text_format.Parse((repo / name / "config.pbtxt").read_text(), mc.ModelConfig())
+
+
+def params(c: mc.ModelConfig) -> dict[str, str]:
+    return {k: v.string_value for k, v in c.parameters.items()}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("random") / "repo"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = build.main(["--model-repository", str(repo), "--engine", "onnx", "--topk", "50",
+                           "--max-batch", "4", "--score-thr", "0.25", "--nms-thr", "0.6"])
+    assert code == 0
+    return repo, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def random_repo(built):
+    return built[0]
+
+
+def test_without_checkpoint_builds_random_rtmo_s_and_says_so(built):
+    random_repo, stderr = built
+    assert "DETERMINISTIC RANDOM WEIGHTS" in stderr and f"RTMO-{spec.DEFAULT_VARIANT.upper()}" in stderr
+    ensemble = params(config(random_repo, spec.ENSEMBLE_NAME))
+    assert ensemble["random_weights"] == "true" and "not a trained model" in ensemble["weights"]
+    assert ensemble["variant"] == spec.DEFAULT_VARIANT
+    meta = onnx_metadata(random_repo / spec.ENGINE_NAME / "1" / "model.onnx")
+    assert meta["random_weights"] == "true" and meta["topk"] == "50"
+
+
+def test_settings_reach_the_served_models(random_repo):
+    assert params(config(random_repo, spec.DECODE_NAME))["score_thr"] == "0.25"
+    assert params(config(random_repo, spec.DECODE_NAME))["nms_thr"] == "0.6"
+    assert all(config(random_repo, n).max_batch_size >= 4 for n in
+               (spec.ENSEMBLE_NAME, spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME))
+    assert config(random_repo, spec.ENSEMBLE_NAME).max_batch_size == 4
+    assert list(config(random_repo, spec.ENGINE_NAME).output[0].dims) == [50]
+
+
+def test_python_models_are_copied_into_another_repository(random_repo):
+    for name in (spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME):
+        copied = random_repo / name / "1" / "model.py"
+        assert copied.read_text() == (build.PROJECT_REPOSITORY / name / "1" / "model.py").read_text()
+
+
+@requires_fixtures
+def test_checkpoint_provenance_and_k_clamped_to_cells(tmp_path):
+    assert build.main(["--checkpoint", str(CHECKPOINT_T), "--model-repository", str(tmp_path),
+                       "--engine", "onnx", "--topk", "5000"]) == 0
+    ensemble = params(config(tmp_path, spec.ENSEMBLE_NAME))
+    assert ensemble["random_weights"] == "false" and ensemble["checkpoint"] == CHECKPOINT_T.name
+    assert len(ensemble["checkpoint_sha256"]) == 64
+    assert ensemble["topk"] == str(spec.num_cells(416))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--checkpoint", "/nonexistent/rtmo.pth"], "checkpoint not found"),
+    (["--topk", "0"], "--topk must be"),
+    (["--engine", "tensorflow"], "invalid choice"),
+])
+def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build.parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_foreign_checkpoint_is_refused_cleanly(tmp_path, capsys):
+    bad = tmp_path / "not_a_checkpoint.pth"
+    bad.write_bytes(b"hello")
+    assert build.main(["--checkpoint", str(bad), "--model-repository", str(tmp_path / "r"),
+                       "--engine", "onnx"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "r" / spec.ENSEMBLE_NAME / "config.pbtxt").exists()
+
+
+def test_launcher_supplies_backend_directory_and_libraries():
+    root = tritonserver.pytriton_root()
+    if root is None:
+        pytest.skip("nvidia-pytriton not installed (run make setup)")
+    argv, env = tritonserver.command(["--model-repository", "/x"])
+    assert argv[0].endswith("bin/tritonserver") and argv[-2:] == ["--model-repository", "/x"]
+    assert argv[1] == f"--backend-directory={root / 'backends'}"
+    assert (root / "backends" / "python" / tritonserver.STUB).exists()
+    assert "nvidia_pytriton.libs" in env["LD_LIBRARY_PATH"]
+    argv, _ = tritonserver.command(["--backend-directory=/mine"])
+    assert argv[1:] == ["--backend-directory=/mine"]
