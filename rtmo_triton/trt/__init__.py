@@ -1,0 +1,1 @@
+"""The TensorRT engine path: plan build, compatibility record, engine flavour choice."""
