@@ -20,13 +20,18 @@ PROJECT_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 """The in-tree repository: its ``model.py`` files are the Python models' source."""
 
 RANDOM_SEED = 0
-RANDOM_BANNER = """
-################################################################################
-#  NO CHECKPOINT GIVEN: building RTMO-{variant} with DETERMINISTIC RANDOM WEIGHTS   #
-#  (seed {seed}). The served people are meaningless; use it to try the stack.    #
-#  To serve a real model:  make build-engines CHECKPOINT=path/to/rtmo.pth      #
-################################################################################
-"""
+RANDOM_WARNING = (
+    "NO CHECKPOINT GIVEN: building RTMO-{variant} with DETERMINISTIC RANDOM WEIGHTS (seed {seed}).",
+    "The served people are meaningless; use it to try the stack.",
+    "To serve a real model:  make build-engines CHECKPOINT=path/to/rtmo.pth",
+)
+
+
+def banner(lines: tuple[str, ...], **values: object) -> str:
+    text = [line.format(**values) for line in lines]
+    width = max(map(len, text))
+    rule = "#" * (width + 6)
+    return "\n".join([rule, *(f"#  {t:<{width}}  #" for t in text), rule])
 
 
 def log(message: str) -> None:
@@ -64,7 +69,7 @@ def load_weights(checkpoint: Path | None):
     from ..model import load_checkpoint, random_model
 
     if checkpoint is None:
-        print(RANDOM_BANNER.format(variant=spec.DEFAULT_VARIANT.upper(), seed=RANDOM_SEED), file=sys.stderr,
+        print(banner(RANDOM_WARNING, variant=spec.DEFAULT_VARIANT.upper(), seed=RANDOM_SEED), file=sys.stderr,
               flush=True)
         model = random_model(spec.DEFAULT_VARIANT, seed=RANDOM_SEED)
         return model, {"random_weights": "true",
