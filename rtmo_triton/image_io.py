@@ -2,20 +2,29 @@
 
 The decoded pixels must be exactly what the reference saw
 (``cv2.imdecode(IMREAD_COLOR)``): grey images are replicated to three
-channels, alpha is dropped and 16-bit samples are scaled to 8 bits, all by
-that one flag. Pillow only reads the header, so a 100-megapixel bomb is
-refused from its declared size without allocating it.
+channels, alpha is dropped, 16-bit samples are scaled to 8 bits and EXIF
+orientation is applied, all by that one flag. Pillow only reads the header,
+so a 100-megapixel bomb is refused from its declared size without
+allocating it.
+
+JPEGs without an orientation tag, the common case, are decoded by
+simplejpeg (libjpeg-turbo): the same decoder arithmetic, bit-identical
+output (tested), about twice as fast as OpenCV's bundled build here.
 """
 from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF")
+ORIENTATION = 0x0112
+"""EXIF tag OpenCV applies when decoding with IMREAD_COLOR."""
 """Container formats accepted by the ensemble (Pillow's names)."""
 
 
@@ -23,15 +32,25 @@ class ImageError(ValueError):
     """An image that cannot be served; the message is returned to the client."""
 
 
-def image_size(data: bytes) -> tuple[int, int]:
-    """Declared (width, height) from the header, without decoding the pixels."""
+@dataclass(frozen=True)
+class Header:
+    format: str
+    width: int
+    height: int
+    plain_jpeg: bool
+    """A JPEG in RGB or grey with no EXIF rotation: simplejpeg decodes it exactly."""
+
+
+def read_header(data: bytes) -> Header:
+    """Format and declared size from the header, without decoding the pixels."""
     if not data:
         raise ImageError("empty image: the request carried 0 bytes")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
-                fmt, size = im.format, im.size
+                fmt, (w, h) = im.format, im.size
+                plain = fmt == "JPEG" and im.mode in ("RGB", "L") and im.getexif().get(ORIENTATION, 1) == 1
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image refused: {exc}") from None
     except Exception:
@@ -42,16 +61,28 @@ def image_size(data: bytes) -> tuple[int, int]:
         ) from None
     if fmt not in FORMATS:
         raise ImageError(f"unsupported image format {fmt}; expected one of {', '.join(FORMATS)}")
-    return size
+    return Header(fmt, w, h, plain)
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """Declared (width, height)."""
+    header = read_header(data)
+    return header.width, header.height
 
 
 def decode_bgr(data: bytes, max_pixels: int) -> np.ndarray:
     """HxWx3 BGR uint8, as the reference decodes it; ``ImageError`` names what is wrong."""
-    w, h = image_size(data)
+    header = read_header(data)
+    w, h = header.width, header.height
     if w * h > max_pixels:
         raise ImageError(f"image of {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} pixels")
     if w == 0 or h == 0:
         raise ImageError(f"image has no pixels ({w}x{h})")
+    if header.plain_jpeg:
+        try:
+            return simplejpeg.decode_jpeg(data, colorspace="BGR")
+        except ValueError:
+            pass  # corrupt data: let OpenCV decide, as the reference would
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ImageError(f"{w}x{h} image header read but its pixels could not be decoded (truncated?)")

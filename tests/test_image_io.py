@@ -1,13 +1,17 @@
 """Decoding as the reference does, and refusing bad images before they cost anything."""
+import io
 import struct
 import zlib
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
-from rtmo_triton.image_io import ImageError, decode_bgr, image_size
+from rtmo_triton.image_io import ImageError, decode_bgr, image_size, read_header
 from rtmo_triton.preprocess import preprocess, preprocess_batch
+
+from .golden import SHARED
 
 LIMIT = 10_000_000
 
@@ -94,3 +98,31 @@ def test_batch_rows_equal_single_images(image):
         single, affine = preprocess(data, 64, LIMIT)
         np.testing.assert_array_equal(inputs[i], single)
         np.testing.assert_array_equal(affines[i], affine)
+
+
+def jpeg_files():
+    return sorted((SHARED / "fixtures" / "images").rglob("*.jpg"))
+
+
+@pytest.mark.skipif(not jpeg_files(), reason="fixture images not found")
+def test_fast_jpeg_path_is_bit_identical_on_real_photos():
+    for path in jpeg_files():
+        data = path.read_bytes()
+        assert read_header(data).plain_jpeg, path.name
+        np.testing.assert_array_equal(decode_bgr(data, LIMIT), cv2.imdecode(np.frombuffer(data, np.uint8), 1),
+                                      err_msg=path.name)
+
+
+@pytest.mark.parametrize(("mode", "exif_orientation"), [("RGB", 6), ("CMYK", 1), ("L", 1), ("RGB", 1)])
+def test_rotated_and_cmyk_jpegs_decode_as_opencv_does(image, mode, exif_orientation):
+    pil = Image.fromarray(image[..., ::-1]).convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = exif_orientation
+    buf = io.BytesIO()
+    pil.save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    data = buf.getvalue()
+    assert read_header(data).plain_jpeg == (mode in ("RGB", "L") and exif_orientation == 1)
+    reference = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if exif_orientation == 6:
+        assert reference.shape[:2] == image.shape[1::-1], "OpenCV applies EXIF rotation"
+    np.testing.assert_array_equal(decode_bgr(data, LIMIT), reference)
