@@ -1,0 +1,88 @@
+"""The benchmark's real JPEG inputs, and perf_analyzer ``--input-data`` files made from them.
+
+Photos are the fixture images when ``../shared`` exists, else the bundled
+sample; each is resized to the benchmark sizes (landscape, the aspect ratio
+of most cameras) and encoded at quality 90.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from rtmo_triton import spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1280, 720), (1920, 1080))
+JPEG_QUALITY = 90
+PHOTO_CANDIDATES = (
+    ROOT.parent / "shared" / "fixtures" / "images" / "crowdpose",
+    ROOT.parent / "shared" / "fixtures" / "images" / "coco",
+    ROOT / "samples",
+)
+
+
+def source_photo() -> np.ndarray:
+    for folder in PHOTO_CANDIDATES:
+        files = sorted(folder.glob("*.jpg"))
+        if files:
+            return cv2.imread(str(files[0]), cv2.IMREAD_COLOR)
+    raise FileNotFoundError(f"no JPEG in any of {', '.join(map(str, PHOTO_CANDIDATES))}")
+
+
+def benchmark_jpegs() -> dict[tuple[int, int], bytes]:
+    photo = source_photo()
+    return {
+        (w, h): cv2.imencode(".jpg", cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA),
+                             [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
+        for w, h in SIZES
+    }
+
+
+def bytes_element(data: bytes) -> dict[str, str]:
+    """One BYTES element for perf_analyzer: b64 of Triton's serialized form (uint32 length + bytes)."""
+    return {"b64": base64.b64encode(struct.pack("<I", len(data)) + data).decode()}
+
+
+def tensor_element(array: np.ndarray) -> dict:
+    return {"content": array.ravel().tolist(), "shape": list(array.shape)}
+
+
+def write_input_data(out_dir: Path, engine_onnx: Path | None = None) -> dict[str, dict[str, Path]]:
+    """``{size label: {model: json path}}`` for the ensemble and, given the ONNX, each composing model."""
+    from rtmo_triton.preprocess import preprocess
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict[str, Path]] = {}
+    session = None
+    if engine_onnx is not None:
+        from rtmo_triton.export import onnx_metadata
+        from rtmo_triton.serving.onnx_engine import OnnxEngine
+
+        size = int(onnx_metadata(engine_onnx)["input_size"])
+        session = OnnxEngine(engine_onnx)
+    for (w, h), data in benchmark_jpegs().items():
+        label = f"{w}x{h}"
+        made = files[label] = {}
+        made[spec.ENSEMBLE_NAME] = _dump(out_dir / f"{spec.ENSEMBLE_NAME}_{label}.json",
+                                         {spec.ENSEMBLE_INPUT: bytes_element(data)})
+        made[spec.PREPROCESS_NAME] = made[spec.ENSEMBLE_NAME]
+        if session is None:
+            continue
+        x, affine = preprocess(data, size, spec.DEFAULT_MAX_PIXELS)
+        made[spec.ENGINE_NAME] = _dump(out_dir / f"{spec.ENGINE_NAME}_{label}.json",
+                                       {spec.ENGINE_INPUT: tensor_element(x)})
+        outputs = session.run(x[None])
+        decode_in = {n: tensor_element(v[0]) for n, v in outputs.items()}
+        decode_in[spec.AFFINE] = tensor_element(affine)
+        made[spec.DECODE_NAME] = _dump(out_dir / f"{spec.DECODE_NAME}_{label}.json", decode_in)
+    return files
+
+
+def _dump(path: Path, row: dict) -> Path:
+    path.write_text(json.dumps({"data": [row]}))
+    return path
