@@ -44,7 +44,8 @@ fi
 if [ ! -x "$TOOLS/locust/bin/locust" ]; then
   echo "[tools] locust==$LOCUST_VERSION"
   "$PYTHON" -m venv "$TOOLS/locust"
-  "$TOOLS/locust/bin/python" -m pip install -q "locust==$LOCUST_VERSION"
+  # the locustfile builds and parses requests with tritonclient and checks them with our package
+  "$TOOLS/locust/bin/python" -m pip install -q "locust==$LOCUST_VERSION" "tritonclient[http]" -e .
 fi
 ln -sf "$TOOLS/locust/bin/locust" "$TOOLS/bin/locust"
 ln -sf "$TOOLS/model-analyzer/bin/model-analyzer" "$TOOLS/bin/model-analyzer"

@@ -1,0 +1,92 @@
+"""The engine's ONNX graph in a bare onnxruntime session: the ceiling the served ensemble is held to.
+
+Same graph file, same intra-op thread setting as the served engine (read
+from its config), the same preprocessed 640×480 JPEG; N client threads each
+run batch-1 inferences back to back for a fixed time (closed loop, like
+perf_analyzer's concurrency). Prints and writes throughput and latency.
+
+    python perf/bare_onnxruntime.py [--concurrency 1,2,4] [--seconds 20]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from perf.inputs import benchmark_jpegs  # noqa: E402
+from rtmo_triton import spec  # noqa: E402
+from rtmo_triton.export import onnx_metadata  # noqa: E402
+from rtmo_triton.preprocess import preprocess  # noqa: E402
+from rtmo_triton.serving.onnx_engine import OnnxEngine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def engine_threads(repo: Path) -> int:
+    config = text_format.Parse((repo / spec.ENGINE_NAME / "config.pbtxt").read_text(), mc.ModelConfig())
+    return int(config.parameters["intra_op_threads"].string_value)
+
+
+def closed_loop(engine: OnnxEngine, x: np.ndarray, concurrency: int, seconds: float) -> list[float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def worker() -> None:
+        mine = []
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            engine.run(x)
+            mine.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model-repository", type=Path, default=ROOT / "model_repository")
+    p.add_argument("--concurrency", default="1,2,4")
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--csv", type=Path, default=ROOT / "reports" / "perf" / "bare_onnxruntime.csv")
+    args = p.parse_args(argv)
+    onnx = args.model_repository / spec.ENGINE_NAME / "1" / "model.onnx"
+    threads = engine_threads(args.model_repository)
+    engine = OnnxEngine(onnx, threads)
+    size = int(onnx_metadata(onnx)["input_size"])
+    x, _ = preprocess(benchmark_jpegs()[(640, 480)], size, spec.DEFAULT_MAX_PIXELS)
+    x = x[None]
+    engine.run(x)  # warm-up
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    print(f"bare onnxruntime on {onnx} (intra_op_threads={threads or 'all cores'})")
+    with args.csv.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["concurrency", "throughput_per_s", "p50_ms", "p95_ms", "p99_ms", "requests"])
+        for c in map(int, args.concurrency.split(",")):
+            t0 = time.perf_counter()
+            lat = closed_loop(engine, x, c, args.seconds)
+            rate = len(lat) / (time.perf_counter() - t0)
+            p50, p95, p99 = np.percentile(np.array(lat) * 1e3, [50, 95, 99])
+            print(f"concurrency {c}: {rate:.2f} infer/s, p50 {p50:.1f} p95 {p95:.1f} p99 {p99:.1f} ms")
+            out.writerow([c, f"{rate:.4f}", f"{p50:.2f}", f"{p95:.2f}", f"{p99:.2f}", len(lat)])
+    print(f"written {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
