@@ -93,6 +93,28 @@ def copy_python_models(repo: Path, flavour: str) -> None:
             shutil.copyfile(src, dst)
 
 
+def build_or_reuse_plan(onnx_path: Path, plan: Path, precision: str, max_batch: int) -> None:
+    """Rebuilding takes minutes: keep a plan built from this very graph, for this host, as asked."""
+    from ..export import sha256
+    from ..trt.build import build_plan
+    from ..trt.compat import EngineMismatch, check_compat, current_platform, read_record
+
+    if plan.is_file():
+        try:
+            record = read_record(plan)
+        except EngineMismatch:
+            record = None
+        wanted = (sha256(onnx_path), precision, max_batch)
+        if record and (record.onnx_sha256, record.precision, record.max_batch) == wanted:
+            problems, _ = check_compat(record, current_platform())
+            if not problems:
+                log(f"TensorRT plan up to date, kept: {plan}")
+                return
+            log("existing plan does not match this host (" + "; ".join(problems) + "): rebuilding")
+    log(f"building the TensorRT {precision} plan (minutes) ...")
+    build_plan(onnx_path, plan, precision=precision, opt_batch=max_batch, max_batch=max_batch)
+
+
 def build(args: argparse.Namespace) -> Path:
     from ..export import export_onnx
     from ..trt.flavour import choose_flavour
@@ -114,11 +136,7 @@ def build(args: argparse.Namespace) -> Path:
     partial.replace(onnx_path)  # a failed export never replaces a working graph
     topk = min(args.topk, spec.num_cells(model.variant.input_size))
     if flavour.name == "trt":
-        from ..trt.build import build_plan
-
-        log(f"building the TensorRT {args.precision} plan (minutes) ...")
-        build_plan(onnx_path, version_dir / FLAVOUR_FILES["trt"], precision=args.precision,
-                   opt_batch=args.max_batch, max_batch=args.max_batch)
+        build_or_reuse_plan(onnx_path, version_dir / FLAVOUR_FILES["trt"], args.precision, args.max_batch)
         served_onnx.unlink(missing_ok=True)
     else:
         (version_dir / FLAVOUR_FILES["trt"]).unlink(missing_ok=True)
@@ -140,11 +158,13 @@ def build(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from ..model import CheckpointError
+    from ..trt.build import BuildError
+    from ..trt.compat import NoPlatform
     from ..trt.flavour import FlavourError
 
     try:
         build(args)
-    except (CheckpointError, FlavourError) as exc:
+    except (CheckpointError, FlavourError, BuildError, NoPlatform) as exc:
         print(f"[build-engines] error: {exc}", file=sys.stderr)
         return 2
     return 0
