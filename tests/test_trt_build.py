@@ -128,7 +128,8 @@ def onnx_file(tmp_path):
     """A tiny stand-in graph carrying the metadata our export writes."""
     h, f32 = onnx.helper, onnx.TensorProto.FLOAT
     graph = h.make_graph([h.make_node("Identity", ["input"], ["scores"])], "g",
-                         [h.make_tensor_value_info("input", f32, None)], [h.make_tensor_value_info("scores", f32, None)])
+                         [h.make_tensor_value_info("input", f32, None)],
+                         [h.make_tensor_value_info("scores", f32, None)])
     model = onnx.helper.make_model(graph)
     onnx.helper.set_model_props(model, {"variant": "s", "input_size": "640", "topk": "100"})
     path = tmp_path / "rtmo_engine" / "model.onnx"
