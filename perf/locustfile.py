@@ -3,8 +3,8 @@
 Requests are built once per image with tritonclient (binary tensor
 extension, so JPEG bytes travel unencoded) and posted by locust's HTTP
 client; responses are parsed by tritonclient and checked by the same
-``parse_outputs`` the project's client uses, plus the ordering and padding
-rules. A response that breaks the contract counts as a failure.
+``parse_outputs`` the project's client uses, plus checks that scores descend and
+values are finite. A response that breaks the contract counts as a failure.
 
     locust -f perf/locustfile.py --headless -H http://127.0.0.1:8000 -u 8 -r 2 -t 60s
 """
@@ -20,9 +20,9 @@ from locust import HttpUser, constant, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from perf.contract import contract_problem  # noqa: E402
 from perf.inputs import benchmark_jpegs  # noqa: E402
 from rtmo_triton import spec  # noqa: E402
-from rtmo_triton.client.people import parse_outputs  # noqa: E402
 
 
 def request_body(jpeg: bytes) -> tuple[bytes, int]:
@@ -33,23 +33,6 @@ def request_body(jpeg: bytes) -> tuple[bytes, int]:
     outputs = [httpclient.InferRequestedOutput(n, binary_data=True) for n in spec.ENSEMBLE_OUTPUTS]
     body, json_size = httpclient.InferenceServerClient.generate_request_body([tensor], outputs)
     return body, json_size
-
-
-def contract_problem(result: httpclient.InferResult) -> str | None:
-    """What in a response breaks the ensemble's contract, or None."""
-    try:
-        arrays = {n: result.as_numpy(n) for n in spec.ENSEMBLE_OUTPUTS}
-        [people] = parse_outputs(arrays)
-    except ValueError as exc:
-        return str(exc)
-    values = (people.boxes, people.scores, people.keypoints, people.keypoint_scores)
-    if not all(np.isfinite(v).all() for v in values):
-        return "non-finite values"
-    if np.any(np.diff(people.scores) > 0):
-        return "people not in descending score"
-    if people.keypoints.shape[1] != spec.NUM_KEYPOINTS:
-        return f"{people.keypoints.shape[1]} keypoints, expected {spec.NUM_KEYPOINTS}"
-    return None
 
 
 BODIES = {f"{w}x{h}": request_body(jpeg) for (w, h), jpeg in benchmark_jpegs().items()}
@@ -71,6 +54,6 @@ class RtmoUser(HttpUser):
             length = response.headers.get("Inference-Header-Content-Length")
             result = httpclient.InferResult.from_response_body(
                 response.content, header_length=int(length) if length else None)
-            problem = contract_problem(result)
+            problem = contract_problem(result.as_numpy)
             if problem:
                 response.failure(problem)

@@ -1,0 +1,28 @@
+# Benchmarks (included by the top Makefile). Each target starts its own tritonserver on free
+# loopback ports and stops it, builds the default model first if the repository is empty, and
+# writes under reports/; `make report` turns everything into reports/benchmark.md.
+
+CONCURRENCY ?= 1:4
+USERS ?= 4
+SPAWN_RATE ?= 2
+DURATION ?= 60s
+MODEL_READY := $(MODEL_REPOSITORY)/rtmo/config.pbtxt
+
+.PHONY: perf bench-stages load analyze report
+
+perf: $(SETUP_STAMP) $(MODEL_READY)  ## perf_analyzer on rtmo and each composing model + bare onnxruntime → reports/perf
+	$(PY) perf/perf_sweep.py --model-repository $(MODEL_REPOSITORY) --concurrency $(CONCURRENCY)
+	$(PY) perf/bare_onnxruntime.py --model-repository $(MODEL_REPOSITORY) --concurrency 1,2,3,4
+
+bench-stages: $(SETUP_STAMP)  ## preprocess / decode micro-benchmarks against the CPU targets
+	$(PY) perf/bench_stages.py
+
+load: $(SETUP_STAMP) $(MODEL_READY)  ## locust headless (USERS, SPAWN_RATE, DURATION) → reports/load
+	$(PY) perf/load.py --model-repository $(MODEL_REPOSITORY) --users $(USERS) \
+		--spawn-rate $(SPAWN_RATE) --duration $(DURATION)
+
+analyze: $(SETUP_STAMP) $(MODEL_READY)  ## model-analyzer CPU sweep → perf/tuned_cpu.json, reports/model-analyzer
+	$(PY) perf/analyze.py --model-repository $(MODEL_REPOSITORY)
+
+report: $(SETUP_STAMP)  ## regenerate reports/benchmark.md and its plots
+	$(PY) perf/report.py
