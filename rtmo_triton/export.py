@@ -17,7 +17,7 @@ import torch
 from .model.deploy import DeployRTMO
 from .model.fuse import fold_batchnorm
 from .model.rtmo import RTMO
-from .spec import ENGINE_INPUT, ENGINE_OUTPUTS, NUM_BINS
+from .spec import ENGINE_INPUT, ENGINE_INPUT_DTYPE, ENGINE_OUTPUTS, NUM_BINS
 
 OPSET = 17
 """LayerNormalization is native from 17; TensorRT 10 parses 9..20."""
@@ -32,7 +32,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     deploy = DeployRTMO(fold_batchnorm(model), topk).eval()
     size = model.variant.input_size
-    dummy = torch.zeros(2, 3, size, size)
+    dummy = torch.zeros(2, 3, size, size, dtype=getattr(torch, ENGINE_INPUT_DTYPE))
     batch = {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
@@ -49,6 +49,7 @@ def export_onnx(
         "input_size": str(size),
         "topk": str(deploy.topk),
         "num_keypoints": str(model.num_keypoints),
+        "input_dtype": ENGINE_INPUT_DTYPE,
         "opset": str(opset),
         **(metadata or {}),
     }

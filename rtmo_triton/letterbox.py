@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .spec import AFFINE_FIELDS, PAD_VALUE
+from .spec import AFFINE_FIELDS, ENGINE_INPUT_DTYPE, PAD_VALUE
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,11 @@ def letterbox_matrix(orig_w: int, orig_h: int, size: int) -> tuple[np.ndarray, L
 def letterbox(
     image_bgr: np.ndarray, size: int, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, Letterbox]:
-    """BGR uint8 HxWx3 → float32 3xSxS (BGR, 0..255, no normalisation) and its mapping.
+    """BGR uint8 HxWx3 → 3xSxS engine input (BGR, 0..255, no normalisation) and its mapping.
 
-    ``out`` (float32 3xSxS, e.g. a row of a batch) receives the result in the
-    same pass that converts to float, saving a copy per image.
+    The input is ``spec.ENGINE_INPUT_DTYPE`` (uint8: the warp's output holds
+    exactly the values the reference feeds as float). ``out`` (3xSxS, e.g. a
+    row of a batch) receives the channel-first copy directly.
     """
     h, w = image_bgr.shape[:2]
     m, box = letterbox_matrix(w, h, size)
@@ -67,6 +68,6 @@ def letterbox(
         borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3,
     )
     if out is None:
-        out = np.empty((3, size, size), np.float32)
+        out = np.empty((3, size, size), ENGINE_INPUT_DTYPE)
     np.copyto(out, warped.transpose(2, 0, 1))
     return out, box

@@ -7,12 +7,13 @@ import numpy as np
 
 from .image_io import ImageError, decode_bgr
 from .letterbox import letterbox
+from .spec import ENGINE_INPUT_DTYPE
 
 
 def preprocess(
     data: bytes, input_size: int, max_pixels: int, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Encoded image → FP32 [3,S,S] model input (into ``out`` if given) and FP32 affine."""
+    """Encoded image → [3,S,S] engine input (into ``out`` if given) and FP32 affine."""
     chw, box = letterbox(decode_bgr(data, max_pixels), input_size, out)
     return chw, box.as_array()
 
@@ -21,7 +22,7 @@ def preprocess_batch(
     images: Sequence[bytes], input_size: int, max_pixels: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """All rows of one request; the first bad image fails the request, naming its row."""
-    inputs = np.empty((len(images), 3, input_size, input_size), np.float32)
+    inputs = np.empty((len(images), 3, input_size, input_size), ENGINE_INPUT_DTYPE)
     affines = []
     for i, data in enumerate(images):
         try:

@@ -133,6 +133,9 @@ def num_cells(input_size: int) -> int:
 # --- tensor names (the contracts between the Triton models) -------------------
 
 ENGINE_INPUT = "input"
+ENGINE_INPUT_DTYPE = "uint8"
+"""The letterboxed image is integer-valued (a bilinear warp of 8-bit pixels into 8-bit
+pixels), so UINT8 carries it exactly at a quarter of FP32's bytes; the graph casts to float."""
 ENGINE_OUTPUTS = ("scores", "boxes", "kpt_vis", "x_logits", "y_logits")
 
 ENSEMBLE_NAME = "rtmo"

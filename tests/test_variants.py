@@ -8,7 +8,7 @@ import torch
 from rtmo_triton.export import export_onnx, onnx_metadata
 from rtmo_triton.model import load_checkpoint, random_model
 from rtmo_triton.model.deploy import DeployRTMO
-from rtmo_triton.spec import ENGINE_INPUT, ENGINE_OUTPUTS, VARIANTS
+from rtmo_triton.spec import ENGINE_INPUT, ENGINE_INPUT_DTYPE, ENGINE_OUTPUTS, VARIANTS
 
 # RTMO paper / mmpose model zoo, millions of parameters of the training model
 PAPER_PARAMS_M = {"t": 6.83, "s": 9.87, "m": 22.53, "l": 44.69}
@@ -46,7 +46,7 @@ def test_load_export_run(tmp_path, variant):
     model, info = load_checkpoint(ckpt)
     assert (info.variant, info.num_keypoints) == (variant, 17)
     size = VARIANTS[variant].input_size
-    x = np.random.default_rng(0).uniform(0, 255, (2, 3, size, size)).astype(np.float32)
+    x = np.random.default_rng(0).integers(0, 256, (2, 3, size, size), dtype=ENGINE_INPUT_DTYPE)
     with torch.no_grad():
         expected = DeployRTMO(model, 20)(torch.from_numpy(x))
     path = tmp_path / f"rtmo-{variant}.onnx"

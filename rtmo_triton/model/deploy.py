@@ -17,7 +17,7 @@ from .rtmo import RTMO, cell_priors, decode_boxes, flatten_levels, padded_box_cs
 
 
 class DeployRTMO(nn.Module):
-    """[B, 3, S, S] BGR 0..255 -> scores [B,K], boxes [B,K,4], kpt_vis [B,K,J],
+    """[B, 3, S, S] BGR 0..255 (uint8 or float) -> scores [B,K], boxes [B,K,4], kpt_vis [B,K,J],
     x_logits [B,K,J,192], y_logits [B,K,J,256]."""
 
     def __init__(self, model: RTMO, topk: int) -> None:
@@ -33,7 +33,7 @@ class DeployRTMO(nn.Module):
         self.register_buffer("strides", strides, persistent=False)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        maps = self.model(x)
+        maps = self.model(x.float())  # a Cast in the graph when the input is uint8
         scores = flatten_levels(maps.cls)[..., 0].sigmoid()  # [B, A]
         scores, idx = torch.topk(scores, self.topk, dim=1)  # sorted, best first
         rows = idx.unsqueeze(-1)

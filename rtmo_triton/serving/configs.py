@@ -95,6 +95,7 @@ class RepositorySpec:
 
 
 FP32, INT32, STRING = mc.TYPE_FP32, mc.TYPE_INT32, mc.TYPE_STRING
+ENGINE_INPUT_TYPE = {"uint8": mc.TYPE_UINT8, "float32": mc.TYPE_FP32}[spec.ENGINE_INPUT_DTYPE]
 
 
 def _tensor(cls, name: str, dtype: int, dims: list[int]):
@@ -130,7 +131,7 @@ def _input_dims(s: RepositorySpec) -> list[int]:
 def preprocess_config(s: RepositorySpec) -> mc.ModelConfig:
     config = _composing(s, spec.PREPROCESS_NAME)
     config.input.append(_tensor(mc.ModelInput, spec.ENSEMBLE_INPUT, STRING, [1]))
-    config.output.extend([_tensor(mc.ModelOutput, spec.ENGINE_INPUT, FP32, _input_dims(s)),
+    config.output.extend([_tensor(mc.ModelOutput, spec.ENGINE_INPUT, ENGINE_INPUT_TYPE, _input_dims(s)),
                           _tensor(mc.ModelOutput, spec.AFFINE, FP32, [len(spec.AFFINE_FIELDS)])])
     _params(config, {"input_size": s.input_size, "max_pixels": s.max_pixels})
     return config
@@ -144,7 +145,7 @@ def engine_config(s: RepositorySpec) -> mc.ModelConfig:
     else:
         config = _composing(s, spec.ENGINE_NAME)
         _params(config, {"engine_file": FLAVOUR_FILES["onnx"], "intra_op_threads": s.engine_threads})
-    config.input.append(_tensor(mc.ModelInput, spec.ENGINE_INPUT, FP32, _input_dims(s)))
+    config.input.append(_tensor(mc.ModelInput, spec.ENGINE_INPUT, ENGINE_INPUT_TYPE, _input_dims(s)))
     config.output.extend(_tensor(mc.ModelOutput, n, FP32, d) for n, d in s.engine_shapes().items())
     return config
 

@@ -23,7 +23,7 @@ class OnnxEngine:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """FP32 [B,3,S,S] → the engine outputs, batch first."""
+        """[B,3,S,S] images (``spec.ENGINE_INPUT_DTYPE``) → the engine outputs, batch first."""
         return dict(zip(ENGINE_OUTPUTS, self.session.run(list(ENGINE_OUTPUTS), {ENGINE_INPUT: batch})))
 
     def run_requests(self, inputs: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:

@@ -1,4 +1,4 @@
-"""Triton Python model: encoded images → letterboxed FP32 input + affine (rtmo_triton.preprocess)."""
+"""Triton Python model: encoded images → letterboxed UINT8 input + affine (rtmo_triton.preprocess)."""
 import json
 
 import cv2
