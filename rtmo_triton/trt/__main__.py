@@ -1,11 +1,12 @@
 """``python -m rtmo_triton.trt``: build a plan, check one against this host, or show the engine flavour.
 
     python -m rtmo_triton.trt build --onnx model_repository/rtmo_engine/model.onnx \\
-        --plan model_repository/rtmo_engine/1/model.plan [--precision fp16] [--max-batch 8]
+        --plan model_repository/rtmo_engine/1/model.plan [--precision fp16] [--opt-batch 8] [--max-batch 8]
     python -m rtmo_triton.trt check --plan model_repository/rtmo_engine/1/model.plan
     python -m rtmo_triton.trt flavour [--engine auto|trt|onnx]
 
-Exit status 0: done; 1: the plan does not match this host; 2: TensorRT, a GPU or a file is missing.
+Exit status 0: done; 1: the plan does not match this host; 2: TensorRT, a GPU or a file is missing,
+or a bad argument; 130: interrupted.
 """
 from __future__ import annotations
 
@@ -15,24 +16,44 @@ from pathlib import Path
 
 from .. import spec
 from .build import DEFAULT_WORKSPACE_GIB, PRECISIONS, BuildError, build_plan
-from .compat import EngineMismatch, NoPlatform, require_compat
+from .compat import EngineMismatch, NoPlatform, check_served
 from .flavour import FLAVOURS, FlavourError, choose_flavour
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rtmo_triton.trt", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="ONNX → TensorRT plan (+ build record)")
-    b.add_argument("--onnx", type=Path, required=True)
-    b.add_argument("--plan", type=Path, required=True)
-    b.add_argument("--precision", choices=PRECISIONS, default="fp16")
-    b.add_argument("--min-batch", type=int, default=1)
-    b.add_argument("--opt-batch", type=int, default=spec.DEFAULT_MAX_BATCH)
-    b.add_argument("--max-batch", type=int, default=spec.DEFAULT_MAX_BATCH)
-    b.add_argument("--workspace-gib", type=float, default=DEFAULT_WORKSPACE_GIB)
-    b.add_argument("--timing-cache", type=Path)
-    b.add_argument("--log", type=Path)
-    c = sub.add_parser("check", help="does this plan load on this host?")
+    b = sub.add_parser("build", help="ONNX → TensorRT plan (+ build record <plan>.json)")
+    b.add_argument("--onnx", type=Path, required=True, help="graph written by rtmo_triton.export")
+    b.add_argument("--plan", type=Path, required=True, help="e.g. model_repository/rtmo_engine/1/model.plan")
+    b.add_argument("--precision", choices=PRECISIONS, default="fp16", help="compute precision (I/O stays)")
+    b.add_argument("--min-batch", type=_positive_int, default=1)
+    b.add_argument("--opt-batch", type=_positive_int, default=spec.DEFAULT_MAX_BATCH)
+    b.add_argument("--max-batch", type=_positive_int, default=spec.DEFAULT_MAX_BATCH)
+    b.add_argument("--workspace-gib", type=_positive_float, default=DEFAULT_WORKSPACE_GIB)
+    b.add_argument("--timing-cache", type=Path, help="default: timing.cache beside the version folder")
+    b.add_argument("--log", type=Path, help="default: build.log beside the version folder")
+    c = sub.add_parser("check", help="does this plan load on this host (its TensorRT and GPU)?")
     c.add_argument("--plan", type=Path, required=True)
     f = sub.add_parser("flavour", help="which engine `make build-engines` would build here")
     f.add_argument("--engine", choices=FLAVOURS, default="auto")
@@ -50,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "check":
             if not args.plan.is_file():
                 raise FileNotFoundError(f"plan not found: {args.plan}")
-            for warning in require_compat(args.plan):
+            for warning in check_served(args.plan):
                 print(f"warning: {warning}")
             print(f"{args.plan}: matches this host")
         else:
@@ -62,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     except (BuildError, NoPlatform, FlavourError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

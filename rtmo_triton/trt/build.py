@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import TextIO
 
 from ..spec import ENGINE_INPUT, ENGINE_OUTPUTS, FEATMAP_STRIDES
-from .compat import EngineRecord, current_platform, library_tensorrt_version, same_tensorrt, write_record
+from .compat import (
+    EngineRecord,
+    current_platform,
+    library_tensorrt_version,
+    record_path,
+    same_tensorrt,
+    write_record,
+)
 
 PRECISIONS = ("fp16", "fp32")
 DEFAULT_WORKSPACE_GIB = 4.0
@@ -47,7 +54,8 @@ class BuildResult:
 Shape = tuple[int, int, int, int]
 
 
-def batch_profile(min_batch: int, opt_batch: int, max_batch: int, input_size: int) -> tuple[Shape, Shape, Shape]:
+def batch_profile(min_batch: int, opt_batch: int, max_batch: int,
+                  input_size: int) -> tuple[Shape, Shape, Shape]:
     """The (min, opt, max) shapes ``(b, 3, S, S)`` of the input's optimization profile.
 
     Refuses non-integers, batches below 1, an order other than min ≤ opt ≤ max,
@@ -98,7 +106,7 @@ def read_onnx(path: Path) -> OnnxInfo:
     try:
         import onnx
     except ImportError:
-        raise BuildError("the onnx package is needed to read the graph's metadata: pip install onnx") from None
+        raise BuildError("reading the graph's metadata needs the onnx package: pip install onnx") from None
     proto = onnx.load(str(path), load_external_data=False)
     meta = {p.key: p.value for p in proto.metadata_props}
     missing = [k for k in ("variant", "input_size", "topk") if k not in meta]
@@ -212,7 +220,8 @@ def _parse(trt, network, logger, onnx_path: Path) -> None:
         for i in range(parser.num_errors):
             e = parser.get_error(i)
             errors.append(f"node {e.node()} ({e.node_name()}, {e.node_operator()}): {e.desc()}")
-        raise BuildError(f"TensorRT could not parse {onnx_path}:\n  " + "\n  ".join(errors or ["(no details)"]))
+        details = "\n  ".join(errors or ["(no details)"])
+        raise BuildError(f"TensorRT could not parse {onnx_path}:\n  {details}")
 
 
 def _describe_io(network) -> list[str]:
@@ -260,20 +269,20 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, precision: str = "f
         raise BuildError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if not workspace_gib > 0:
         raise BuildError(f"workspace_gib must be positive, got {workspace_gib}")
-    batch_profile(min_batch, opt_batch, max_batch, max(FEATMAP_STRIDES))  # the batch checks, before anything slow
+    batch_profile(min_batch, opt_batch, max_batch, max(FEATMAP_STRIDES))  # batch checks before anything slow
     trt = import_tensorrt()
     if precision == "fp16" and not hasattr(trt.BuilderFlag, "FP16"):
-        raise BuildError(f"TensorRT {trt.__version__} has no FP16 builder flag (TensorRT 11 requires strongly "
-                         "typed FP16 graphs, which this project does not export): use PRECISION=fp32, or a "
-                         "Triton container with TensorRT 10")
+        raise BuildError(f"TensorRT {trt.__version__} has no FP16 builder flag (TensorRT 11 requires "
+                         "strongly typed FP16 graphs, which this project does not export): use "
+                         "PRECISION=fp32, or a Triton container with TensorRT 10")
     info = read_onnx(onnx_path)
     shapes = batch_profile(min_batch, opt_batch, max_batch, info.input_size)
     platform = current_platform()
     server_trt = library_tensorrt_version()
     if server_trt and not same_tensorrt(server_trt, platform.tensorrt_version):
-        print(f"[trt] warning: building with the tensorrt module {platform.tensorrt_version}, but this host's "
-              f"TensorRT runtime is {server_trt}: a Triton server here will refuse the plan", file=sys.stderr,
-              flush=True)
+        print(f"[trt] warning: building with the tensorrt module {platform.tensorrt_version}, but this "
+              f"host's TensorRT runtime is {server_trt}: a Triton server here will refuse the plan",
+              file=sys.stderr, flush=True)
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     log_path = Path(log_path) if log_path else plan_path.parent.parent / "build.log"
     timing_cache = Path(timing_cache) if timing_cache else plan_path.parent.parent / "timing.cache"
@@ -299,7 +308,8 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, precision: str = "f
         monitor = _progress_monitor(trt)
         if monitor is not None:
             config.progress_monitor = monitor
-        print(f"[trt] building the {precision} plan of RTMO-{info.variant} {info.input_size}px K={info.topk}, "
+        print(f"[trt] building the {precision} plan of RTMO-{info.variant} {info.input_size}px "
+              f"K={info.topk}, "
               f"batch {min_batch}/{opt_batch}/{max_batch}, workspace {workspace_gib:g} GiB, on "
               f"{platform.describe()}; log: {log_path}", flush=True)
         with _Heartbeat() if monitor is None else contextlib.nullcontext():
@@ -310,8 +320,7 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, precision: str = "f
             raise BuildError(f"TensorRT failed to build the plan; the errors are above and in {log_path}")
         _write_atomically(timing_cache, bytes(config.get_timing_cache().serialize()))
         # The old record goes first: a plan without a record is refused, never mistaken for the old one.
-        record_file = plan_path.with_name(plan_path.name + ".json")
-        record_file.unlink(missing_ok=True)
+        record_path(plan_path).unlink(missing_ok=True)
         _write_atomically(plan_path, bytes(serialized))
     record = EngineRecord(
         tensorrt_version=platform.tensorrt_version, gpu_name=platform.gpu_name,

@@ -1,13 +1,18 @@
-"""Which engine the repository gets: a TensorRT plan where it can run, the ONNX graph elsewhere."""
+"""Which engine the repository gets: a TensorRT plan where it can run, the ONNX graph elsewhere.
+
+The serving config renderer maps ``trt`` to the ``tensorrt_plan`` platform with
+``model.plan`` and ``onnx`` to the Python-backend model running ``model.onnx``;
+the ensemble, preprocess and decode models are the same for both.
+"""
 from __future__ import annotations
 
-import importlib.util
-import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .compat import NoPlatform, query_gpu
+
 FLAVOURS = ("auto", "trt", "onnx")
+"""What may be requested (``ENGINE=`` of ``make build-engines``); a chosen ``Flavour`` is trt or onnx."""
 
 
 class FlavourError(RuntimeError):
@@ -23,28 +28,28 @@ class Flavour:
 
 def tensorrt_missing() -> str | None:
     """Why TensorRT's Python API cannot be used here, or None."""
-    if importlib.util.find_spec("tensorrt") is None:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
         return "the tensorrt Python module is not installed"
+    except Exception as exc:  # installed, but its libraries do not load
+        return f"the tensorrt Python module does not load ({type(exc).__name__}: {exc})"
     return None
 
 
 def gpu_missing() -> str | None:
     """Why no NVIDIA GPU is usable here, or None."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return "no NVIDIA GPU visible (nvidia-smi not found)"
     try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"nvidia-smi failed: {exc}"
-    if out.returncode != 0 or "GPU" not in out.stdout:
-        return f"no NVIDIA GPU visible (nvidia-smi: {(out.stderr or out.stdout).strip()[:200]})"
+        query_gpu()
+    except NoPlatform as exc:
+        return str(exc)
     return None
 
 
 def choose_flavour(requested: str = "auto", tensorrt_check: Callable[[], str | None] = tensorrt_missing,
                    gpu_check: Callable[[], str | None] = gpu_missing) -> Flavour:
-    """``auto`` takes TensorRT when it and a GPU are present; ``trt`` insists and names what is missing."""
+    """``auto`` takes TensorRT when it and a GPU are present; ``trt`` insists and names what is missing;
+    ``onnx`` is always possible. The checks return why something is missing, or None."""
     if requested not in FLAVOURS:
         raise FlavourError(f"unknown engine {requested!r}: choose one of {', '.join(FLAVOURS)}")
     if requested == "onnx":
