@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from rtmo_triton.client.cli import main as client_main  # noqa: E402
 from rtmo_triton.serving import build  # noqa: E402
-from rtmo_triton.serving.server import TritonServer  # noqa: E402
+from rtmo_triton.serving.server import TritonServer, exit_on_sigterm  # noqa: E402
 from rtmo_triton.spec import ENSEMBLE_NAME  # noqa: E402
 
 
@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-repository", type=Path, default=build.PROJECT_REPOSITORY)
     parser.add_argument("--out-dir", type=Path, default=Path("out/demo"))
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     if not (args.model_repository / ENSEMBLE_NAME / "config.pbtxt").is_file():
         print(f"[demo] no model in {args.model_repository}: building the default one", flush=True)
         if build.main(["--model-repository", str(args.model_repository), "--engine", "onnx"]) != 0:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rtmo_triton.serving.server import TritonServer  # noqa: E402
+from rtmo_triton.serving.server import TritonServer, exit_on_sigterm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUST = ROOT / ".tools" / "bin" / "locust"
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", default="60s")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "load")
     args = p.parse_args(argv)
+    exit_on_sigterm()
     if not LOCUST.exists():
         print(f"{LOCUST} missing: run `make setup` (perf/install_tools.sh)", file=sys.stderr)
         return 2

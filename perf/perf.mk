@@ -2,7 +2,7 @@
 # loopback ports and stops it, builds the default model first if the repository is empty, and
 # writes under reports/; `make report` turns everything into reports/benchmark.md.
 
-CONCURRENCY ?= 1:4
+CONCURRENCY ?= 1,2,3,4
 USERS ?= 4
 SPAWN_RATE ?= 2
 DURATION ?= 60s
@@ -12,7 +12,7 @@ MODEL_READY := $(MODEL_REPOSITORY)/rtmo/config.pbtxt
 
 perf: $(SETUP_STAMP) $(MODEL_READY)  ## perf_analyzer on rtmo and each composing model + bare onnxruntime → reports/perf
 	$(PY) perf/perf_sweep.py --model-repository $(MODEL_REPOSITORY) --concurrency $(CONCURRENCY)
-	$(PY) perf/bare_onnxruntime.py --model-repository $(MODEL_REPOSITORY) --concurrency 1,2,3,4
+	$(PY) perf/bare_onnxruntime.py --model-repository $(MODEL_REPOSITORY) --concurrency $(CONCURRENCY)
 
 bench-stages: $(SETUP_STAMP)  ## preprocess / decode micro-benchmarks against the CPU targets
 	$(PY) perf/bench_stages.py

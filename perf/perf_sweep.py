@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from perf.inputs import write_input_data  # noqa: E402
 from rtmo_triton import spec  # noqa: E402
-from rtmo_triton.serving.server import TritonServer  # noqa: E402
+from rtmo_triton.serving.server import TritonServer, exit_on_sigterm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PERF_ANALYZER = ROOT / ".tools" / "bin" / "perf_analyzer"
@@ -33,25 +33,47 @@ def server_stats(server: TritonServer) -> dict:
         return json.loads(r.read())
 
 
-def perf_analyzer(server: TritonServer, model: str, input_data: Path, concurrency: str, csv: Path,
-                  window_ms: int) -> int:
+def perf_analyzer(server: TritonServer, model: str, input_data: Path, concurrency: int, csv: Path,
+                  requests_per_window: int) -> int:
+    """One concurrency level; windows hold a fixed number of requests so slow models get long windows."""
     cmd = [str(PERF_ANALYZER), "-m", model, "-u", server.grpc_url, "-i", "grpc",
-           "--input-data", str(input_data), "--concurrency-range", concurrency,
-           "--measurement-interval", str(window_ms), "--stability-percentage", "15", "--max-trials", "8",
-           "--percentile", "95", "-f", str(csv), "--verbose-csv"]
+           "--input-data", str(input_data), "--concurrency-range", str(concurrency),
+           "--measurement-mode", "count_windows", "--measurement-request-count", str(requests_per_window),
+           "--stability-percentage", "20", "--max-trials", "10", "-f", str(csv), "--verbose-csv"]
     print("$ " + " ".join(cmd), flush=True)
     return subprocess.run(cmd).returncode
+
+
+def sweep(server: TritonServer, model: str, input_data: Path, levels: list[int], csv: Path,
+          requests_per_window: int) -> int:
+    """Each level on its own, so one level that never stabilises does not lose the others."""
+    header, rows, failures = None, [], 0
+    for level in levels:
+        part = csv.with_suffix(f".c{level}.csv")
+        code = perf_analyzer(server, model, input_data, level, part, requests_per_window)
+        if code != 0 or not part.exists():
+            failures += 1
+            continue
+        lines = part.read_text().splitlines()
+        header = lines[0]
+        rows += lines[1:]
+        part.unlink()
+    if header:
+        csv.write_text("\n".join([header, *rows]) + "\n")
+    return failures
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model-repository", type=Path, default=ROOT / "model_repository")
-    p.add_argument("--concurrency", default="1:4", help="perf_analyzer --concurrency-range start:end[:step]")
-    p.add_argument("--window-ms", type=int, default=5000)
+    p.add_argument("--concurrency", default="1,2,3,4", help="comma-separated concurrency levels")
+    p.add_argument("--window-requests", type=int, default=24,
+                   help="requests per measurement window for the ensemble and the engine (4x for the rest)")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "perf")
     p.add_argument("--models", default=",".join((spec.ENSEMBLE_NAME, spec.PREPROCESS_NAME, spec.ENGINE_NAME,
                                                  spec.DECODE_NAME)))
     args = p.parse_args(argv)
+    exit_on_sigterm()
     if not PERF_ANALYZER.exists():
         print(f"{PERF_ANALYZER} missing: run `make setup` (perf/install_tools.sh)", file=sys.stderr)
         return 2
@@ -62,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     onnx = args.model_repository / spec.ENGINE_NAME / "1" / "model.onnx"
     inputs = write_input_data(args.out / "inputs", onnx if onnx.exists() else None)
     models = args.models.split(",")
+    levels = [int(c) for c in args.concurrency.split(",")]
     failures = 0
     with TritonServer(args.model_repository, log_path=args.out / "tritonserver.log") as server:
         print(f"tritonserver ready in {server.start_seconds:.2f} s", flush=True)
@@ -73,11 +96,12 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 stem = f"{model}_{label}" if per_size else model
                 before = server_stats(server)
-                code = perf_analyzer(server, model, files[model], args.concurrency, args.out / f"{stem}.csv",
-                                     args.window_ms)
+                slow = model in (spec.ENSEMBLE_NAME, spec.ENGINE_NAME)
+                code = sweep(server, model, files[model], levels, args.out / f"{stem}.csv",
+                             args.window_requests * (1 if slow else 4))
                 after = server_stats(server)
                 (args.out / f"{stem}.stats.json").write_text(json.dumps({"before": before, "after": after}))
-                failures += code != 0
+                failures += code
     print(f"perf_analyzer results in {args.out} ({failures} failed runs)")
     return 1 if failures else 0
 

@@ -6,6 +6,7 @@ test or an interrupted benchmark never leaves one running.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +30,11 @@ def tritonserver_path() -> str:
     if found is None:
         raise FileNotFoundError("tritonserver not found: run `make setup`")
     return found
+
+
+def exit_on_sigterm() -> None:
+    """Let ``kill``/CI timeouts unwind ``with TritonServer(...)`` blocks like Ctrl-C does."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 class ServerFailed(RuntimeError):
