@@ -16,6 +16,7 @@ MAX_PIXELS ?=
 ENGINE ?= auto
 PRECISION ?= fp16
 OUT ?= out
+TRITONSERVER ?= $(VENV)/bin/tritonserver
 SETUP_STAMP := $(VENV)/.setup-done
 
 BUILD_FLAGS = --model-repository $(MODEL_REPOSITORY) --engine $(ENGINE) --precision $(PRECISION) \
@@ -46,7 +47,7 @@ $(MODEL_REPOSITORY)/rtmo/config.pbtxt:
 	$(MAKE) build-engines
 
 serve: $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## tritonserver on 127.0.0.1 (HTTP 8000, gRPC 8001, metrics 8002)
-	$(VENV)/bin/tritonserver --model-repository $(MODEL_REPOSITORY) \
+	$(TRITONSERVER) --model-repository $(MODEL_REPOSITORY) \
 		--http-address 127.0.0.1 --grpc-address 127.0.0.1
 
 lint: $(SETUP_STAMP)  ## ruff
