@@ -13,6 +13,7 @@ SCORE_THR ?=
 NMS_THR ?=
 MAX_BATCH ?=
 MAX_PIXELS ?=
+ENGINE_THREADS ?=
 ENGINE ?= auto
 PRECISION ?= fp16
 OUT ?= out
@@ -22,7 +23,8 @@ SETUP_STAMP := $(VENV)/.setup-done
 BUILD_FLAGS = --model-repository $(MODEL_REPOSITORY) --engine $(ENGINE) --precision $(PRECISION) \
 	$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(TOPK),--topk $(TOPK)) \
 	$(if $(SCORE_THR),--score-thr $(SCORE_THR)) $(if $(NMS_THR),--nms-thr $(NMS_THR)) \
-	$(if $(MAX_BATCH),--max-batch $(MAX_BATCH)) $(if $(MAX_PIXELS),--max-pixels $(MAX_PIXELS))
+	$(if $(MAX_BATCH),--max-batch $(MAX_BATCH)) $(if $(MAX_PIXELS),--max-pixels $(MAX_PIXELS)) \
+	$(if $(ENGINE_THREADS),--engine-threads $(ENGINE_THREADS))
 
 .PHONY: help setup build-engines serve test lint demo clean
 

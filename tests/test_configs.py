@@ -90,6 +90,24 @@ def test_tuned_file_overrides_defaults(tmp_path):
     assert "not_a_model" not in sched
 
 
+def test_engine_threads_come_from_the_tuned_file_unless_given(tmp_path):
+    tuned = tmp_path / "tuned.json"
+    tuned.write_text(json.dumps({spec.ENGINE_NAME: {"instances": 2, "intra_op_threads": 1}}))
+    sched = load_scheduling(tuned)
+    threads = {t: params(parsed(replace(BASE, scheduling=sched, engine_threads=t))[spec.ENGINE_NAME])
+               ["intra_op_threads"] for t in (None, 0, 3)}
+    assert threads == {None: "1", 0: "0", 3: "3"}
+    untuned = params(parsed(BASE)[spec.ENGINE_NAME])["intra_op_threads"]
+    assert untuned == "0"
+
+
+def test_misspelt_tuned_setting_is_an_error(tmp_path):
+    tuned = tmp_path / "tuned.json"
+    tuned.write_text(json.dumps({spec.ENGINE_NAME: {"instance": 2}}))
+    with pytest.raises(ValueError, match="unknown setting.*instance"):
+        load_scheduling(tuned)
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="flavour"):
         replace(BASE, flavour="tensorflow")

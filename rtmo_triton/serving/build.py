@@ -53,11 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="trt: TensorRT plan (GPU); onnx: onnxruntime in a Python model; "
                         "auto: trt when possible")
     p.add_argument("--precision", default="fp16", choices=("fp16", "fp32"), help="TensorRT precision")
-    p.add_argument("--engine-threads", type=int, default=0,
-                   help="onnxruntime intra-op threads of the CPU engine (0: all cores)")
+    p.add_argument("--engine-threads", type=int, default=None,
+                   help="onnxruntime intra-op threads per CPU-engine instance (0: all cores; "
+                        "default: perf/tuned_cpu.json's choice)")
     args = p.parse_args(argv)
     if args.topk < 1:
         p.error(f"--topk must be ≥ 1, got {args.topk}")
+    if args.engine_threads is not None and args.engine_threads < 0:
+        p.error(f"--engine-threads must be ≥ 0, got {args.engine_threads}")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         p.error(f"checkpoint not found: {args.checkpoint}")
     return args

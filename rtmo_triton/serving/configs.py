@@ -32,6 +32,8 @@ class Scheduling:
     max_queue_delay_us: int = 0
     max_batch: int = 0
     """0: the repository's max batch."""
+    intra_op_threads: int | None = None
+    """onnxruntime threads per CPU-engine instance; None: the repository's ``engine_threads``."""
 
 
 DEFAULT_SCHEDULING = {
@@ -43,13 +45,22 @@ DEFAULT_SCHEDULING = {
 
 
 def load_scheduling(path: Path = TUNED_CPU) -> dict[str, Scheduling]:
-    """The shipped defaults, overridden per model by a tuned file when present."""
+    """The shipped defaults, overridden per model by a tuned file when present.
+
+    Models the repository does not have are ignored (a tuned file may cover more); an unknown
+    setting of a known model is an error, so a misspelt key cannot be silently dropped.
+    """
     result = dict(DEFAULT_SCHEDULING)
     if path.is_file():
         known = {f.name for f in fields(Scheduling)}
         for name, values in json.loads(path.read_text()).items():
-            if name in result:
-                result[name] = replace(result[name], **{k: int(v) for k, v in values.items() if k in known})
+            if name not in result:
+                continue
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise ValueError(f"{path}: {name}: unknown setting(s) {', '.join(unknown)}; "
+                                 f"expected {', '.join(sorted(known))}")
+            result[name] = replace(result[name], **{k: int(v) for k, v in values.items()})
     return result
 
 
@@ -66,8 +77,9 @@ class RepositorySpec:
     score_thr: float = spec.DEFAULT_SCORE_THR
     nms_thr: float = spec.DEFAULT_NMS_THR
     max_pixels: int = spec.DEFAULT_MAX_PIXELS
-    engine_threads: int = 0
-    """onnxruntime intra-op threads of the CPU engine; 0 lets onnxruntime use every core."""
+    engine_threads: int | None = None
+    """onnxruntime intra-op threads per CPU-engine instance (0: every core); None: the
+    engine's scheduling (tuned file) decides, else every core."""
     scheduling: dict[str, Scheduling] = field(default_factory=lambda: dict(DEFAULT_SCHEDULING))
     provenance: dict[str, str] = field(default_factory=dict)
     """Where the weights came from (checkpoint, sha256, random_weights): shown in the ensemble's config."""
@@ -92,6 +104,13 @@ class RepositorySpec:
 
     def batch_for(self, model: str) -> int:
         return max(self.max_batch, self.scheduling[model].max_batch)
+
+    def intra_op_threads(self) -> int:
+        """An explicit ``engine_threads`` wins over the tuned file; 0 means every core."""
+        if self.engine_threads is not None:
+            return self.engine_threads
+        tuned = self.scheduling[spec.ENGINE_NAME].intra_op_threads
+        return 0 if tuned is None else tuned
 
 
 FP32, INT32, STRING = mc.TYPE_FP32, mc.TYPE_INT32, mc.TYPE_STRING
@@ -144,7 +163,7 @@ def engine_config(s: RepositorySpec) -> mc.ModelConfig:
         config.default_model_filename = FLAVOUR_FILES["trt"]
     else:
         config = _composing(s, spec.ENGINE_NAME)
-        _params(config, {"engine_file": FLAVOUR_FILES["onnx"], "intra_op_threads": s.engine_threads})
+        _params(config, {"engine_file": FLAVOUR_FILES["onnx"], "intra_op_threads": s.intra_op_threads()})
     config.input.append(_tensor(mc.ModelInput, spec.ENGINE_INPUT, ENGINE_INPUT_TYPE, _input_dims(s)))
     config.output.extend(_tensor(mc.ModelOutput, n, FP32, d) for n, d in s.engine_shapes().items())
     return config
