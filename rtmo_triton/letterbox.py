@@ -4,9 +4,16 @@ The reference resizes and pads in a single ``cv2.warpAffine`` (bilinear,
 constant border). A resize-then-paste letterbox lands pixels on a different
 sampling grid and differs by hundreds of grey levels at the edges, so the
 warp is reproduced exactly, matrix included.
+
+Only the rectangle the picture reaches is warped: the rest of the square is
+the constant border, which ``warpAffine`` would spend as long on as on the
+picture. Moving the destination origin by whole pixels leaves every sampled
+position unchanged, so the output equals the full-frame warp bit for bit
+(tested against it on hundreds of sizes).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -52,6 +59,19 @@ def letterbox_matrix(orig_w: int, orig_h: int, size: int) -> tuple[np.ndarray, L
     return m, box
 
 
+def picture_rect(box: Letterbox) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the output square that bilinear samples of the picture can reach.
+
+    The margin covers the interpolation footprint (one source pixel, ``scale``
+    output pixels) so the rectangle's edge pixels blend with the border as in
+    the full-frame warp; everything outside is exactly ``PAD_VALUE``.
+    """
+    size, margin = box.input_size, math.ceil(box.scale) + 1
+    return (max(math.floor(box.offset_x) - margin, 0), max(math.floor(box.offset_y) - margin, 0),
+            min(math.ceil(box.offset_x + box.scale * box.orig_w) + margin, size),
+            min(math.ceil(box.offset_y + box.scale * box.orig_h) + margin, size))
+
+
 def letterbox(
     image_bgr: np.ndarray, size: int, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, Letterbox]:
@@ -63,11 +83,18 @@ def letterbox(
     """
     h, w = image_bgr.shape[:2]
     m, box = letterbox_matrix(w, h, size)
+    x0, y0, x1, y1 = picture_rect(box)
+    shifted = m.copy()
+    shifted[:, 2] -= (x0, y0)
     warped = cv2.warpAffine(
-        image_bgr, m, (size, size), flags=cv2.INTER_LINEAR,
+        image_bgr, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3,
     )
     if out is None:
         out = np.empty((3, size, size), ENGINE_INPUT_DTYPE)
-    np.copyto(out, warped.transpose(2, 0, 1))
+    out[:, :y0] = PAD_VALUE
+    out[:, y1:] = PAD_VALUE
+    out[:, y0:y1, :x0] = PAD_VALUE
+    out[:, y0:y1, x1:] = PAD_VALUE
+    np.copyto(out[:, y0:y1, x0:x1], warped.transpose(2, 0, 1))
     return out, box

@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -46,3 +47,34 @@ def test_tall_image_pads_left_and_right():
     assert box.offset_x > 100 and box.offset_y == pytest.approx(0, abs=1e-6)
     assert (x[:, :, :100] == PAD_VALUE).all() and (x[:, :, -100:] == PAD_VALUE).all()
     assert (x[:, 10:-10, 208] == 7).all()
+
+
+def full_frame_warp(image: np.ndarray, size: int) -> np.ndarray:
+    """The reference's form: one warp over the whole square, border included."""
+    m, _ = letterbox_matrix(image.shape[1], image.shape[0], size)
+    warped = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3)
+    return warped.transpose(2, 0, 1)
+
+
+EDGE_SIZES = [(1, 1), (1, 900), (900, 1), (3, 5), (416, 416), (640, 640), (639, 641), (4032, 3024)]
+
+
+@pytest.mark.parametrize("size", [416, 640])
+def test_picture_only_warp_equals_full_frame_warp(size):
+    rng = np.random.default_rng(size)
+    sizes = EDGE_SIZES + [tuple(int(v) for v in wh) for wh in rng.integers(1, 2200, (120, 2))]
+    differ = []
+    for w, h in sizes:
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        if not np.array_equal(letterbox(image, size)[0], full_frame_warp(image, size)):
+            differ.append((w, h))
+    assert not differ, f"picture-only warp differs from the full warp at sizes {differ}"
+
+
+def test_out_row_is_fully_overwritten():
+    """A reused batch row must not keep the previous image's pixels in the border."""
+    out = np.full((3, 416, 416), 255 - PAD_VALUE, ENGINE_INPUT_DTYPE)
+    image = np.random.default_rng(0).integers(0, 256, (100, 400, 3), dtype=np.uint8)
+    letterbox(image, 416, out=out)
+    np.testing.assert_array_equal(out, full_frame_warp(image, 416))
