@@ -23,9 +23,21 @@ if [ ! -x "$TOOLS/perf_analyzer/bin/perf_analyzer" ]; then
   .venv/bin/python -m pip install -q --no-deps --target "$TOOLS/perf_analyzer" "tritonclient==$PA_VERSION"
 fi
 # perf_analyzer links libb64.so.0d and libcudart.so.12; the pytriton wheel carries both under
-# hashed names, so link them under the names the binary asks for.
-ln -sf "$(ls "$libs"/libb64-*.so.0d | head -n1)" "$TOOLS/lib/libb64.so.0d"
-ln -sf "$(ls "$libs"/libcudart-*.so.12* | head -n1)" "$TOOLS/lib/libcudart.so.12"
+# hashed names, so link them under the names the binary asks for. Without them: libb64 from
+# Debian's libb64-0d (.deb unpacked here, no root needed), libcudart from PyPI.
+b64=$(ls "$libs"/libb64-*.so.0d 2>/dev/null | head -n1 || true)
+if [ -z "$b64" ] && [ ! -e "$TOOLS/deb/usr/lib/x86_64-linux-gnu/libb64.so.0d" ]; then
+  echo "[tools] libb64-0d from apt (apt-get download, unpacked into $TOOLS/deb)"
+  (cd "$TOOLS" && apt-get download libb64-0d && dpkg-deb -x libb64-0d_*.deb deb && rm libb64-0d_*.deb)
+fi
+ln -sf "${b64:-$TOOLS/deb/usr/lib/x86_64-linux-gnu/libb64.so.0d}" "$TOOLS/lib/libb64.so.0d"
+cudart=$(ls "$libs"/libcudart-*.so.12* 2>/dev/null | head -n1 || true)
+if [ -z "$cudart" ]; then
+  [ -d "$TOOLS/cudart" ] || { echo "[tools] nvidia-cuda-runtime-cu12 from PyPI"
+    .venv/bin/python -m pip install -q --no-deps --target "$TOOLS/cudart" "nvidia-cuda-runtime-cu12>=12,<13"; }
+  cudart=$(ls "$TOOLS"/cudart/nvidia/cuda_runtime/lib/libcudart.so.12* | head -n1)
+fi
+ln -sf "$cudart" "$TOOLS/lib/libcudart.so.12"
 cat > "$TOOLS/bin/perf_analyzer" <<WRAP
 #!/usr/bin/env bash
 export LD_LIBRARY_PATH="$TOOLS/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"

@@ -3,16 +3,22 @@
 # writes under reports/; `make report` turns everything into reports/benchmark.md.
 
 CONCURRENCY ?= 1,2,3,4
+RATIO_CONCURRENCY ?= 2,4
 USERS ?= 4
 SPAWN_RATE ?= 2
 DURATION ?= 60s
+ENSEMBLE ?=
 MODEL_READY := $(MODEL_REPOSITORY)/rtmo/config.pbtxt
 
-.PHONY: perf bench-stages load analyze report
+.PHONY: perf bench-stages load analyze report engine-variants
 
-perf: $(SETUP_STAMP) $(MODEL_READY)  ## perf_analyzer on rtmo and each composing model + bare onnxruntime → reports/perf
+perf: $(SETUP_STAMP) $(MODEL_READY)  ## perf_analyzer on rtmo and each composing model, bare onnxruntime, served/bare → reports/perf
 	$(PY) perf/perf_sweep.py --model-repository $(MODEL_REPOSITORY) --concurrency $(CONCURRENCY)
 	$(PY) perf/bare_onnxruntime.py --model-repository $(MODEL_REPOSITORY) --concurrency $(CONCURRENCY)
+	$(PY) perf/served_vs_bare.py --model-repository $(MODEL_REPOSITORY) --concurrency $(RATIO_CONCURRENCY)
+
+engine-variants: $(SETUP_STAMP) $(MODEL_READY)  ## served rtmo under other engine thread layouts → reports/perf
+	$(PY) perf/engine_variants.py --model-repository $(MODEL_REPOSITORY)
 
 bench-stages: $(SETUP_STAMP)  ## preprocess / decode micro-benchmarks against the CPU targets
 	$(PY) perf/bench_stages.py
@@ -21,8 +27,8 @@ load: $(SETUP_STAMP) $(MODEL_READY)  ## locust headless (USERS, SPAWN_RATE, DURA
 	$(PY) perf/load.py --model-repository $(MODEL_REPOSITORY) --users $(USERS) \
 		--spawn-rate $(SPAWN_RATE) --duration $(DURATION)
 
-analyze: $(SETUP_STAMP) $(MODEL_READY)  ## model-analyzer CPU sweep → perf/tuned_cpu.json, reports/model-analyzer
-	$(PY) perf/analyze.py --model-repository $(MODEL_REPOSITORY)
+analyze: $(SETUP_STAMP) $(MODEL_READY)  ## model-analyzer CPU sweep (ENSEMBLE=1: + quick search of rtmo) → perf/tuned_cpu.json
+	$(PY) perf/analyze.py --model-repository $(MODEL_REPOSITORY) $(if $(ENSEMBLE),--ensemble)
 
 report: $(SETUP_STAMP)  ## regenerate reports/benchmark.md and its plots
 	$(PY) perf/report.py

@@ -39,7 +39,9 @@ def perf_analyzer(server: TritonServer, model: str, input_data: Path, concurrenc
     cmd = [str(PERF_ANALYZER), "-m", model, "-u", server.grpc_url, "-i", "grpc",
            "--input-data", str(input_data), "--concurrency-range", str(concurrency),
            "--measurement-mode", "count_windows", "--measurement-request-count", str(requests_per_window),
-           "--stability-percentage", "20", "--max-trials", "10", "-f", str(csv), "--verbose-csv"]
+           "--stability-percentage", "20", "--max-trials", "10", "-f", str(csv), "--verbose-csv",
+           # works on CPU too: the GPU columns stay empty (perf_analyzer warns it found no nv_gpu_* metric)
+           "--collect-metrics", "--metrics-url", server.metrics_url, "--metrics-interval", "1000"]
     print("$ " + " ".join(cmd), flush=True)
     return subprocess.run(cmd).returncode
 

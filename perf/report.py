@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import platform
+import statistics
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -74,17 +75,22 @@ def table(header: list[str], rows: list[list[object]]) -> str:
 
 
 def plot_throughput(series: dict[str, list[dict[str, float]]], bare: list[dict[str, str]],
-                    path: Path) -> None:
+                    path: Path, log: bool = False) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for label, rows in series.items():
         c = [r["concurrency"] for r in rows]
         ax1.plot(c, [r["throughput"] for r in rows], marker="o", label=label)
-        ax2.plot(c, [r["p50"] for r in rows], marker="o", label=f"{label} p50")
-        ax2.plot(c, [r["p99"] for r in rows], linestyle="--", label=f"{label} p99")
+        [line] = ax2.plot(c, [r["p50"] for r in rows], marker="o", label=f"{label} p50")
+        ax2.plot(c, [r["p99"] for r in rows], linestyle="--", color=line.get_color(), label=f"{label} p99")
     if bare:
         ax1.plot([int(r["concurrency"]) for r in bare], [float(r["throughput_per_s"]) for r in bare],
                  marker="s", color="black", label="bare onnxruntime")
     ax1.set(xlabel="concurrency", ylabel="images / s", title="throughput")
+    if log:  # composing models: the engine is ~30x slower than the Python stages
+        ax1.set_yscale("log")
+        ax2.set_yscale("log")
+    else:
+        ax1.set_ylim(bottom=0)
     ax2.set(xlabel="concurrency", ylabel="ms", title="latency")
     ax1.legend(fontsize=7)
     ax2.legend(fontsize=6)
@@ -112,11 +118,44 @@ def plot_stages(stages: dict[str, dict[str, dict[str, float]]], path: Path) -> N
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    import onnxruntime
-
     return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, "
-            "Triton 2.51 (nvidia-pytriton 0.7.0)")
+            f"Python {platform.python_version()}")
+
+
+def versions() -> str:
+    """Installed versions of what the numbers depend on: the project's venv and the tools' own places."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for dist in ("nvidia-pytriton", "tritonclient", "onnxruntime", "opencv-python-headless", "opencv-python",
+                 "simplejpeg", "numpy"):
+        try:
+            found.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            pass
+    tools, site = ROOT / ".tools", "lib/python*/site-packages"
+    for label, pattern in (("perf_analyzer (tritonclient wheel)", "perf_analyzer/tritonclient-*.dist-info"),
+                           ("model-analyzer", f"model-analyzer/{site}/triton_model_analyzer-*.dist-info"),
+                           ("locust", f"locust/{site}/locust-*.dist-info")):
+        hits = sorted(tools.glob(pattern))
+        if hits:
+            found.append(f"{label} {hits[0].name.removesuffix('.dist-info').split('-')[1]}")
+    return ", ".join(found)
+
+
+COMMANDS = """\
+make setup            # .venv, CPU tritonserver, perf tools in .tools/ (perf/install_tools.sh)
+make build-engines    # model_repository/ (random RTMO-s weights without CHECKPOINT=...)
+make perf             # perf/perf_sweep.py --concurrency $(CONCURRENCY) (default 1,2,3,4), then
+                      # perf/bare_onnxruntime.py --concurrency $(CONCURRENCY), then
+                      # perf/served_vs_bare.py --concurrency $(RATIO_CONCURRENCY) (2,4) -> reports/perf/
+make engine-variants  # perf/engine_variants.py (engine thread layouts)        -> reports/perf/
+make bench-stages     # perf/bench_stages.py                                   -> reports/perf/stages.csv
+make load             # perf/load.py --users 4 --spawn-rate 2 --duration 60s   -> reports/load/
+make analyze          # perf/analyze.py (ENSEMBLE=1 adds the ensemble quick search)
+                      #   -> reports/model-analyzer/summary.md, perf/tuned_cpu.json
+make report           # perf/report.py                                         -> reports/benchmark.md
+"""
 
 
 def served_model() -> str:
@@ -140,12 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     md = [f"# RTMO on Triton: CPU benchmark\n\nGenerated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
           "by `make report` from the outputs of `make perf`, `make bench-stages`, `make load` and "
           "`make analyze`.\n",
-          f"- Machine: {machine()}", f"- Served model: {served_model()}"]
+          f"- Machine: {machine()}", f"- Versions: {versions()}", f"- Served model: {served_model()}"]
     start = perf_dir / "server_start.json"
     if start.is_file():
         seconds = json.loads(start.read_text())["start_seconds"]
         md.append(f"- tritonserver start to ensemble ready: {seconds:.2f} s")
 
+    md.append("\nReading notes: with random weights every one of the engine's K candidates scores above "
+              "the threshold and survives NMS, so the served decoder works on K people per image (with a "
+              "trained checkpoint, only the people in the picture); the micro-benchmark's decode uses 20. "
+              "On a small CPU every stage shares the cores with the engine, so in-server times of the "
+              "Python stages exceed their one-thread micro-benchmarks. Runs minutes apart on a shared "
+              "machine can differ noticeably; the alternated served/bare measurement is the one to quote.")
     ensemble = {lbl: perf_rows(perf_dir / f"{spec.ENSEMBLE_NAME}_{lbl}.csv") for lbl in SIZE_LABELS}
     ensemble = {k: v for k, v in ensemble.items() if v}
     bare = read_csv(perf_dir / "bare_onnxruntime.csv")
@@ -153,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     if ensemble:
         plot_throughput({f"rtmo {k}": v for k, v in ensemble.items()}, bare, args.reports / "throughput.png")
         md.append("![throughput and latency](throughput.png)\n")
+    composing = {f"{spec.PREPROCESS_NAME} {lbl}": perf_rows(perf_dir / f"{spec.PREPROCESS_NAME}_{lbl}.csv")
+                 for lbl in SIZE_LABELS}
+    composing |= {m: perf_rows(perf_dir / f"{m}.csv") for m in (spec.ENGINE_NAME, spec.DECODE_NAME)}
+    composing = {k: v for k, v in composing.items() if v}
+    if composing:
+        plot_throughput(composing, [], args.reports / "throughput_composing.png", log=True)
+        md.append("![composing models alone](throughput_composing.png)\n")
     rows = []
     for model in (spec.ENSEMBLE_NAME, *STAGES):
         for lbl in SIZE_LABELS:
@@ -167,18 +219,50 @@ def main(argv: list[str] | None = None) -> int:
 
     md.append("\n## Served ensemble against bare onnxruntime (640x480 JPEG)\n")
     served = {r["concurrency"]: r["throughput"] for r in ensemble.get("640x480", [])}
+    engine = {r["concurrency"]: r["throughput"] for r in perf_rows(perf_dir / f"{spec.ENGINE_NAME}.csv")}
     ratio_rows = []
     for b in bare:
         c, rate = int(b["concurrency"]), float(b["throughput_per_s"])
         if c in served:
-            ratio_rows.append([c, f"{served[c]:.2f}", f"{rate:.2f}", f"{served[c] / rate:.2f}"])
+            alone = f"{engine[c]:.2f} ({engine[c] / rate:.2f})" if c in engine else "–"
+            ratio_rows.append([c, f"{rate:.2f}", f"{served[c]:.2f}", f"{served[c] / rate:.2f}", alone])
     md.append("Bare: the same ONNX file in one onnxruntime session with the served engine's thread "
-              "setting, N threads in a closed loop (`perf/bare_onnxruntime.py`). "
-              "Target: ratio ≥ 0.9 at concurrency ≥ 2.\n")
-    md.append(table(["concurrency", "served infer/s", "bare infer/s", "served / bare"], ratio_rows)
+              "setting, N threads in a closed loop on the preprocessed 640x480 JPEG "
+              "(`perf/bare_onnxruntime.py`); it does no JPEG decode, letterbox or decode, which the served "
+              "ensemble runs on the same cores. Target: ratio ≥ 0.9 at concurrency ≥ 2.\n")
+    alternated = read_csv(perf_dir / "served_vs_bare.csv")
+    if alternated:
+        md.append("Measured in alternation (`perf/served_vs_bare.py`: each round runs the served ensemble, "
+                  "then the bare loop, at each concurrency; median over rounds):\n")
+        alt_rows = []
+        for c in sorted({int(r["concurrency"]) for r in alternated}):
+            mine = [r for r in alternated if int(r["concurrency"]) == c]
+            med = {k: statistics.median(float(r[k]) for r in mine)
+                   for k in ("served_per_s", "bare_per_s", "ratio")}
+            ratios = [float(r["ratio"]) for r in mine]
+            alt_rows.append([c, len(mine), f"{med['served_per_s']:.2f}", f"{med['bare_per_s']:.2f}",
+                             f"{med['ratio']:.2f}", f"{min(ratios):.2f}–{max(ratios):.2f}"])
+            print(f"served/bare (alternated) at concurrency {c}: median {med['ratio']:.2f} "
+                  f"over {len(mine)} rounds")
+        md.append(table(["concurrency", "rounds", "served infer/s", "bare infer/s", "served / bare (median)",
+                         "range"], alt_rows))
+        md.append("\nFrom the separate sweeps above (`make perf`; minutes apart, so machine drift enters):\n")
+    md.append(table(["concurrency", "bare infer/s", "served `rtmo` infer/s", "served / bare",
+                     "`rtmo_engine` served alone (/ bare)"], ratio_rows)
               if ratio_rows else "_not run_")
-    for c, s, b, ratio in ratio_rows:
-        print(f"served/bare at concurrency {c}: {ratio} ({s} vs {b} infer/s)")
+    for c, rate, s, ratio, alone in ratio_rows:
+        print(f"served/bare at concurrency {c}: {ratio} ({s} vs {rate} infer/s); engine alone {alone}")
+    for path in sorted(perf_dir.glob("engine_variants*.csv")):
+        variants = read_csv(path)
+        md.append(f"\n### Engine thread layouts, served `rtmo` (`perf/engine_variants.py`, 640x480 JPEG; "
+                  f"{path.name})\n")
+        md.append(table(["round", "variant", "engine instances", "intra-op threads (0 = all cores)",
+                         "spinning", "batching delay µs", "concurrency", "infer/s", "p50 ms", "p99 ms"],
+                        [[r.get("round", "0"), r["variant"], r["engine_instances"], r["intra_op_threads"],
+                          "on" if r["spinning"] == "1" else "off", r.get("queue_delay_us") or "shipped",
+                          r["concurrency"], f"{float(r['throughput_per_s']):.2f}",
+                          f"{int(r['p50_us']) / 1e3:.0f}", f"{int(r['p99_us']) / 1e3:.0f}"]
+                         for r in variants]))
 
     md.append("\n## Time per stage inside the ensemble (Triton statistics, mean ms per image)\n")
     stages = {}
@@ -202,7 +286,16 @@ def main(argv: list[str] | None = None) -> int:
               if bench else "_not run: `make bench-stages`_")
     for r in bench:
         target = f" (target {r['target_ms']})" if r["target_ms"] else ""
-        print(f"{r['stage']}: p50 {r['p50_ms']} ms{target}")
+        print(f"{r['stage'].strip()} [{r['input']}]: p50 {r['p50_ms']} ms{target}")
+    if bench:
+        md.append("\nIndented rows split the 1920x1080 preprocess: the shipped letterbox warps only "
+                  "the picture's rectangle (bit-exact to the full-frame warp it replaced, tested in "
+                  "tests/test_letterbox.py); OpenCV's half-resolution JPEG decode is faster but does "
+                  "not give the reference's pixels, so it is not shipped.")
+    for r in read_csv(perf_dir / "engine_bytes.csv"):
+        fp32, fp16 = int(r["fp32_logits_bytes"]), int(r["fp16_logits_bytes"])
+        md.append(f"\nEngine output per image at K={r['topk']}: {fp32 / 2**20:.2f} MiB with FP32 logits, "
+                  f"{fp16 / 2**20:.2f} MiB with FP16 logits (accuracy effect: `perf/topk_effect.py`).")
 
     md.append("\n## Load test (locust, HTTP, mixed image sizes)\n")
     load = [r for r in read_csv(args.reports / "load" / "locust_stats.csv")]
@@ -217,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
               else "_not run: `make analyze`_")
     if summary.is_file():
         md.append("\nSee [model-analyzer summary](model-analyzer/summary.md).")
+    md.append("\n## Commands\n\n```sh\n" + COMMANDS + "```")
     out.write_text("\n".join(md) + "\n")
     print(f"written {out}")
     return 0
