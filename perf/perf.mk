@@ -7,10 +7,9 @@ RATIO_CONCURRENCY ?= 2,4
 USERS ?= 4
 SPAWN_RATE ?= 2
 DURATION ?= 60s
-ENSEMBLE ?=
 MODEL_READY := $(MODEL_REPOSITORY)/rtmo/config.pbtxt
 
-.PHONY: perf bench-stages load analyze report engine-variants
+.PHONY: perf bench-stages load analyze analyze-ensemble report engine-variants
 
 perf: $(SETUP_STAMP) $(MODEL_READY)  ## perf_analyzer on rtmo and each composing model, bare onnxruntime, served/bare → reports/perf
 	$(PY) perf/perf_sweep.py --model-repository $(MODEL_REPOSITORY) --concurrency $(CONCURRENCY)
@@ -27,8 +26,11 @@ load: $(SETUP_STAMP) $(MODEL_READY)  ## locust headless (USERS, SPAWN_RATE, DURA
 	$(PY) perf/load.py --model-repository $(MODEL_REPOSITORY) --users $(USERS) \
 		--spawn-rate $(SPAWN_RATE) --duration $(DURATION)
 
-analyze: $(SETUP_STAMP) $(MODEL_READY)  ## model-analyzer CPU sweep (ENSEMBLE=1: + quick search of rtmo) → perf/tuned_cpu.json
-	$(PY) perf/analyze.py --model-repository $(MODEL_REPOSITORY) $(if $(ENSEMBLE),--ensemble)
+analyze: $(SETUP_STAMP) $(MODEL_READY)  ## model-analyzer sweep of each composing model → perf/tuned_cpu.json
+	$(PY) perf/analyze.py --model-repository $(MODEL_REPOSITORY)
+
+analyze-ensemble: $(SETUP_STAMP) $(MODEL_READY)  ## model-analyzer quick search of rtmo from the built configs (~20 min)
+	$(PY) perf/analyze.py --model-repository $(MODEL_REPOSITORY) --search ensemble
 
 report: $(SETUP_STAMP)  ## regenerate reports/benchmark.md and its plots
 	$(PY) perf/report.py

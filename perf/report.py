@@ -152,8 +152,9 @@ make perf             # perf/perf_sweep.py --concurrency $(CONCURRENCY) (default
 make engine-variants  # perf/engine_variants.py (engine thread layouts)        -> reports/perf/
 make bench-stages     # perf/bench_stages.py                                   -> reports/perf/stages.csv
 make load             # perf/load.py --users 4 --spawn-rate 2 --duration 60s   -> reports/load/
-make analyze          # perf/analyze.py (ENSEMBLE=1 adds the ensemble quick search)
-                      #   -> reports/model-analyzer/summary.md, perf/tuned_cpu.json
+make analyze          # perf/analyze.py (composing models)  -> reports/model-analyzer/summary.md,
+                      #                                        perf/tuned_cpu.json
+make analyze-ensemble # perf/analyze.py --search ensemble     -> reports/model-analyzer/ensemble.md
 make report           # perf/report.py                                         -> reports/benchmark.md
 """
 
@@ -310,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
               else "_not run: `make analyze`_")
     if summary.is_file():
         md.append("\nSee [model-analyzer summary](model-analyzer/summary.md).")
+    ensemble_md = args.reports / "model-analyzer" / "ensemble.md"
+    if ensemble_md.is_file():
+        lines = ensemble_md.read_text().splitlines()
+        best = next((line for line in lines if line.startswith("Best trial")), "")
+        md.append(f"\nThe ensemble's quick search ([ensemble.md](model-analyzer/ensemble.md)): {best}")
     md.append("\n## Commands\n\n```sh\n" + COMMANDS + "```")
     out.write_text("\n".join(md) + "\n")
     print(f"written {out}")

@@ -5,7 +5,7 @@ import struct
 
 import numpy as np
 
-from perf.analyze import choose
+from perf.analyze import choose, ensemble_summary, measurements
 from perf.contract import contract_problem
 from perf.inputs import bytes_element
 from perf.report import stage_times
@@ -49,6 +49,39 @@ def test_choice_prefers_fewer_instances_when_nearly_as_fast():
     assert choose(rows) == {"m": {"instances": 1, "max_queue_delay_us": 500, "max_batch": 8}}
     rows[1]["throughput"] = 9.0  # no longer within 3 %
     assert choose(rows)["m"]["instances"] == 2
+
+
+def test_ensemble_search_rows_carry_each_composing_setting(tmp_path):
+    def config(name, count, batch, **extra):
+        return {"name": name, "instanceGroup": [{"count": count, "kind": "KIND_CPU"}], "maxBatchSize": batch,
+                **extra}
+
+    def trial(ensemble_batch, engine_count, throughput):
+        delay = {"maxQueueDelayMicroseconds": "2000"}
+        threads = {"intra_op_threads": {"stringValue": "1"}}
+        composing = [config(spec.PREPROCESS_NAME, 2, 8, dynamicBatching=delay),
+                     config(spec.ENGINE_NAME, engine_count, 4, parameters=threads),
+                     config(spec.DECODE_NAME, 1, 2)]
+        run = {"_model_run_configs": [{
+            "_model_config_variant": {"model_config": {"name": "rtmo", "maxBatchSize": ensemble_batch}},
+            "_composing_config_variants": [{"model_config": c} for c in composing]}]}
+        measured = {"_model_config_measurements": [{
+            "_model_specific_pa_params": {"concurrency-range": 4},
+            "_non_gpu_data": [["perf_throughput", {"_value": throughput}],
+                              ["perf_latency_p99", {"_value": 900}]]}]}
+        return [run, {"cmd": measured}]
+
+    ckpt = tmp_path / "0.ckpt"
+    ckpt.write_text(json.dumps({"ResultManager.results": {"_results": {spec.ENSEMBLE_NAME: {
+        "rtmo_config_default": trial(8, 2, 6.4), "rtmo_config_3": trial(2, 1, 3.5)}}}}))
+    rows = measurements(ckpt)
+    assert [r["max_batch"] for r in rows] == [8, 2]
+    engine = rows[1]["composing"][spec.ENGINE_NAME]
+    assert engine == {"instances": 1, "max_batch": 4, "max_queue_delay_us": 0, "intra_op_threads": 1}
+    assert rows[0]["composing"][spec.PREPROCESS_NAME]["max_queue_delay_us"] == 2000
+    assert choose(rows) == {}, "ensemble trials must not become a composing model's tuned setting"
+    text = ensemble_summary(rows)
+    assert "engine 1×b4 1 thr" in text and "Best trial: rtmo_config_default at 6.40" in text
 
 
 def test_stage_times_from_server_statistics(tmp_path):
