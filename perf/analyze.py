@@ -1,16 +1,17 @@
-"""``make analyze``: model-analyzer's CPU sweep, and the settings it finds shipped as the CPU defaults.
+"""``make analyze``: model-analyzer's sweeps, and the settings they find shipped as the defaults.
 
 Runs ``model-analyzer profile`` with perf/analyzer/cpu_composing.yaml
 (``--search ensemble``: cpu_ensemble.yaml, the quick search over `rtmo`,
 which starts from the repository's current configs, so run it after the
-composing sweep and a rebuild), reads every measurement from its checkpoint
-(kept under reports/model-analyzer/ as the run's raw data), and writes:
+composing sweep and a rebuild; ``--search gpu``: gpu_composing.yaml on a GPU
+host), reads every measurement from its checkpoint (kept under
+reports/model-analyzer/ as the run's raw data), and writes:
 
-- reports/model-analyzer/summary.md: every configuration and concurrency measured;
+- reports/model-analyzer/summary.md (summary_gpu.md): every configuration and concurrency measured;
 - reports/model-analyzer/ensemble.md: the ensemble's trials, against the shipped configs;
-- perf/tuned_cpu.json: per composing model, the instance count and batching delay (and, for the
-  engine, onnxruntime's intra-op threads per instance; 0 = every core) of the configuration
-  with the highest throughput (within 3 % of it, the one using fewer instances), which
+- perf/tuned_cpu.json (tuned_gpu.json): per composing model, the instance count and batching
+  delay (and, for the CPU engine, onnxruntime's intra-op threads per instance; 0 = every core)
+  of the configuration with the highest throughput (within 3 % of it, the one using fewer instances), which
   ``rtmo_triton.serving.configs.load_scheduling`` applies at the next ``make build-engines``.
 """
 from __future__ import annotations
@@ -26,12 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from perf.inputs import write_input_data  # noqa: E402
 from rtmo_triton import spec  # noqa: E402
-from rtmo_triton.serving.configs import TUNED_CPU  # noqa: E402
+from rtmo_triton.serving.configs import TUNED_CPU, TUNED_GPU  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_ANALYZER = ROOT / ".tools" / "bin" / "model-analyzer"
 CONFIGS = {"composing": ROOT / "perf" / "analyzer" / "cpu_composing.yaml",
-           "ensemble": ROOT / "perf" / "analyzer" / "cpu_ensemble.yaml"}
+           "ensemble": ROOT / "perf" / "analyzer" / "cpu_ensemble.yaml",
+           "gpu": ROOT / "perf" / "analyzer" / "gpu_composing.yaml"}
 OUT = ROOT / "reports" / "model-analyzer"
 NEAR_BEST = 0.97
 
@@ -95,11 +97,13 @@ def choose(rows: list[dict]) -> dict[str, dict[str, int]]:
     return tuned
 
 
-def summary(rows: list[dict], tuned: dict) -> str:
-    """The composing-model sweep: every measurement and the choice written to perf/tuned_cpu.json."""
-    lines = ["# model-analyzer on CPU: composing models\n", "Every configuration and concurrency measured "
-             "(`make analyze`; each composing model alone, perf_analyzer inside model-analyzer, gRPC, real "
-             "640x480 inputs). The ensemble's quick search is in [ensemble.md](ensemble.md).\n",
+def summary(rows: list[dict], tuned: dict, tuned_file: Path = TUNED_CPU) -> str:
+    """A composing-model sweep: every measurement and the choice written to the tuned file."""
+    where = "GPU" if tuned_file == TUNED_GPU else "CPU"
+    lines = [f"# model-analyzer on {where}: composing models\n",
+             "Every configuration and concurrency measured (each composing model alone, perf_analyzer "
+             "inside model-analyzer, gRPC, real 640x480 inputs). The ensemble's quick search is in "
+             "[ensemble.md](ensemble.md).\n",
              "| model | config | instances | intra-op threads | max batch | queue delay µs | concurrency "
              "| infer/s | p99 ms |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -109,7 +113,7 @@ def summary(rows: list[dict], tuned: dict) -> str:
                  r["concurrency"], f"{r['throughput']:.2f}", f"{r['p99_ms']:.1f}"]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     lines += ["", "Chosen (highest throughput; within 3 % of it, fewest instances), shipped in "
-              "`perf/tuned_cpu.json`:", "", "```json", json.dumps(tuned, indent=2), "```"]
+              f"`{tuned_file.relative_to(ROOT)}`:", "", "```json", json.dumps(tuned, indent=2), "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -135,7 +139,10 @@ def ensemble_summary(rows: list[dict]) -> str:
 
 
 CHECKPOINTS = {"composing": OUT / "checkpoints" / "0.ckpt",
-               "ensemble": OUT / "checkpoints_ensemble" / "0.ckpt"}
+               "ensemble": OUT / "checkpoints_ensemble" / "0.ckpt",
+               "gpu": OUT / "checkpoints_gpu" / "0.ckpt"}
+TUNED = {"composing": TUNED_CPU, "gpu": TUNED_GPU}
+SUMMARIES = {"composing": OUT / "summary.md", "ensemble": OUT / "ensemble.md", "gpu": OUT / "summary_gpu.md"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-repository", type=Path, default=ROOT / "model_repository")
     p.add_argument("--search", choices=tuple(CONFIGS), default="composing",
                    help="composing: sweep each composing model (writes perf/tuned_cpu.json); ensemble: "
-                        "quick search over `rtmo` from the current repository's configs (slow)")
+                        "quick search over `rtmo` from the current repository's configs (slow); gpu: the "
+                        "GPU host's sweep (writes perf/tuned_gpu.json)")
     p.add_argument("--summarize-only", action="store_true", help="re-read the last runs' checkpoints")
     args = p.parse_args(argv)
     if not args.summarize_only:
@@ -166,13 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for search in searches:
         rows = measurements(CHECKPOINTS[search])
-        if search == "composing":
+        if search in TUNED:
             tuned = choose(rows)
-            TUNED_CPU.write_text(json.dumps(tuned, indent=2) + "\n")
-            text, path = summary(rows, tuned), OUT / "summary.md"
-            print(f"written {TUNED_CPU} (applied by the next `make build-engines`)")
+            TUNED[search].write_text(json.dumps(tuned, indent=2) + "\n")
+            text = summary(rows, tuned, TUNED[search])
+            print(f"written {TUNED[search]} (applied by the next `make build-engines`)")
         else:
-            text, path = ensemble_summary(rows), OUT / "ensemble.md"
+            text = ensemble_summary(rows)
+        path = SUMMARIES[search]
         path.write_text(text)
         print(text)
         print(f"written {path}")

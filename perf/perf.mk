@@ -9,7 +9,7 @@ SPAWN_RATE ?= 2
 DURATION ?= 60s
 MODEL_READY := $(MODEL_REPOSITORY)/rtmo/config.pbtxt
 
-.PHONY: perf bench-stages load analyze analyze-ensemble report engine-variants
+.PHONY: perf bench-stages load analyze analyze-ensemble analyze-gpu report engine-variants
 
 perf: $(SETUP_STAMP) $(MODEL_READY)  ## perf_analyzer on rtmo and each composing model, bare onnxruntime, served/bare → reports/perf
 	$(PY) perf/perf_sweep.py --model-repository $(MODEL_REPOSITORY) --concurrency $(CONCURRENCY)
@@ -28,6 +28,9 @@ load: $(SETUP_STAMP) $(MODEL_READY)  ## locust headless (USERS, SPAWN_RATE, DURA
 
 analyze: $(SETUP_STAMP) $(MODEL_READY)  ## model-analyzer sweep of each composing model → perf/tuned_cpu.json
 	$(PY) perf/analyze.py --model-repository $(MODEL_REPOSITORY)
+
+analyze-gpu: $(SETUP_STAMP) $(MODEL_READY)  ## GPU host: model-analyzer sweep of the TensorRT flavour → perf/tuned_gpu.json
+	$(PY) perf/analyze.py --model-repository $(MODEL_REPOSITORY) --search gpu
 
 analyze-ensemble: $(SETUP_STAMP) $(MODEL_READY)  ## model-analyzer quick search of rtmo from the built configs (~20 min)
 	$(PY) perf/analyze.py --model-repository $(MODEL_REPOSITORY) --search ensemble

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 
 import pytest
 from google.protobuf import text_format
@@ -78,11 +79,43 @@ def test_checkpoint_provenance_and_k_clamped_to_cells(tmp_path):
     (["--checkpoint", "/nonexistent/rtmo.pth"], "checkpoint not found"),
     (["--topk", "0"], "--topk must be"),
     (["--engine", "tensorflow"], "invalid choice"),
+    (["--engine-threads", "-1"], "--engine-threads must be"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build.parse_args(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_tensorrt_flavour_reads_the_gpu_tuning_and_sizes_the_plan_for_it(tmp_path, monkeypatch):
+    """Without a GPU here, TensorRT is replaced at the plan builder: what is tested is what build-engines
+    asks of it and how the repository around the plan is rendered."""
+    from rtmo_triton.serving import configs
+    from rtmo_triton.trt import flavour
+
+    gpu_tuned = tmp_path / "tuned_gpu.json"
+    gpu_tuned.write_text(json.dumps({spec.ENGINE_NAME: {"instances": 1, "max_queue_delay_us": 1000,
+                                                        "max_batch": 32}}))
+    monkeypatch.setitem(configs.TUNED_BY_FLAVOUR, "trt", gpu_tuned)
+    monkeypatch.setattr(flavour, "choose_flavour", lambda requested: flavour.Flavour("trt", "test"))
+    asked = {}
+
+    def fake_plan(onnx_path, plan, precision, max_batch):
+        asked.update(onnx=onnx_path, precision=precision, max_batch=max_batch)
+        plan.write_bytes(b"plan")
+
+    monkeypatch.setattr(build, "build_or_reuse_plan", fake_plan)
+    repo = tmp_path / "repo"
+    assert build.main(["--model-repository", str(repo), "--engine", "trt", "--max-batch", "8",
+                       "--precision", "fp32", "--topk", "20"]) == 0
+    assert asked == {"onnx": repo / spec.ENGINE_NAME / "model.onnx", "precision": "fp32", "max_batch": 32}
+    engine = config(repo, spec.ENGINE_NAME)
+    assert engine.platform == "tensorrt_plan" and engine.max_batch_size == 32
+    assert engine.instance_group[0].count == 1
+    assert engine.dynamic_batching.max_queue_delay_microseconds == 1000
+    assert "intra_op_threads" not in params(engine), "CPU tuning must not leak into the plan's config"
+    assert config(repo, spec.ENSEMBLE_NAME).max_batch_size == 8
+    assert not (repo / spec.ENGINE_NAME / "1" / "model.onnx").exists()
 
 
 def test_foreign_checkpoint_is_refused_cleanly(tmp_path, capsys):

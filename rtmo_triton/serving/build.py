@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .. import spec
-from .configs import FLAVOUR_FILES, RepositorySpec, load_scheduling, write_configs
+from .configs import FLAVOUR_FILES, TUNED_BY_FLAVOUR, RepositorySpec, load_scheduling, write_configs
 
 PROJECT_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 """The in-tree repository: its ``model.py`` files are the Python models' source."""
@@ -138,8 +138,11 @@ def build(args: argparse.Namespace) -> Path:
     export_onnx(model, partial, topk=args.topk, metadata=provenance)
     partial.replace(onnx_path)  # a failed export never replaces a working graph
     topk = min(args.topk, spec.num_cells(model.variant.input_size))
+    scheduling = load_scheduling(TUNED_BY_FLAVOUR[flavour.name])
     if flavour.name == "trt":
-        build_or_reuse_plan(onnx_path, version_dir / FLAVOUR_FILES["trt"], args.precision, args.max_batch)
+        # the plan's profile must cover the engine's max_batch_size, which tuning may raise
+        plan_batch = max(args.max_batch, scheduling[spec.ENGINE_NAME].max_batch)
+        build_or_reuse_plan(onnx_path, version_dir / FLAVOUR_FILES["trt"], args.precision, plan_batch)
         served_onnx.unlink(missing_ok=True)
     else:
         (version_dir / FLAVOUR_FILES["trt"]).unlink(missing_ok=True)
@@ -148,7 +151,7 @@ def build(args: argparse.Namespace) -> Path:
         variant=model.variant.name, input_size=model.variant.input_size, num_keypoints=model.num_keypoints,
         topk=topk, flavour=flavour.name, max_batch=args.max_batch, score_thr=args.score_thr,
         nms_thr=args.nms_thr, max_pixels=args.max_pixels, engine_threads=args.engine_threads,
-        scheduling=load_scheduling(), provenance=provenance,
+        scheduling=scheduling, provenance=provenance,
     )
     write_configs(repo, repo_spec)
     log(f"model repository ready in {time.perf_counter() - start:.1f} s: {repo}")

@@ -21,7 +21,11 @@ FLAVOUR_FILES = {"onnx": "model.onnx", "trt": "model.plan"}
 """Engine file in the version folder, by flavour."""
 
 TUNED_CPU = Path(__file__).resolve().parents[2] / "perf" / "tuned_cpu.json"
-"""Instance counts and batching delays chosen by ``make analyze`` (see perf/)."""
+"""Instance counts, batching delays and engine threads chosen by ``make analyze`` (see perf/)."""
+TUNED_GPU = TUNED_CPU.with_name("tuned_gpu.json")
+"""The same from the GPU sweep (``make analyze-gpu`` on a GPU host); absent until that has run."""
+TUNED_BY_FLAVOUR = {"onnx": TUNED_CPU, "trt": TUNED_GPU}
+"""A CPU engine's tuning says nothing about a TensorRT plan's, so each flavour reads its own."""
 
 
 @dataclass(frozen=True)
