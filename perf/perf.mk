@@ -11,10 +11,11 @@ MODEL_READY := $(MODEL_REPOSITORY)/rtmo/config.pbtxt
 
 .PHONY: perf bench-stages load analyze analyze-ensemble analyze-gpu report engine-variants
 
-perf: $(SETUP_STAMP) $(MODEL_READY)  ## perf_analyzer on rtmo and each composing model, bare onnxruntime, served/bare → reports/perf
+perf: $(SETUP_STAMP) $(MODEL_READY)  ## perf_analyzer on rtmo and each composing model, bare onnxruntime, served/bare, CPU per process → reports/perf
 	$(PY) perf/perf_sweep.py --model-repository $(MODEL_REPOSITORY) --concurrency $(CONCURRENCY)
 	$(PY) perf/bare_onnxruntime.py --model-repository $(MODEL_REPOSITORY) --concurrency $(CONCURRENCY)
 	$(PY) perf/served_vs_bare.py --model-repository $(MODEL_REPOSITORY) --concurrency $(RATIO_CONCURRENCY)
+	$(PY) perf/cpu_per_process.py --model-repository $(MODEL_REPOSITORY)
 
 engine-variants: $(SETUP_STAMP) $(MODEL_READY)  ## served rtmo under other engine thread layouts → reports/perf
 	$(PY) perf/engine_variants.py --model-repository $(MODEL_REPOSITORY)

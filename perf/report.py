@@ -253,6 +253,18 @@ def main(argv: list[str] | None = None) -> int:
               if ratio_rows else "_not run_")
     for c, rate, s, ratio, alone in ratio_rows:
         print(f"served/bare at concurrency {c}: {ratio} ({s} vs {rate} infer/s); engine alone {alone}")
+    cpu = read_csv(perf_dir / "cpu_per_process.csv")
+    if cpu:
+        served_rows = [r for r in cpu if not r["process"].startswith("bare")]
+        total = sum(float(r["cpu_ms_per_image"]) for r in served_rows)
+        bare_ms = next(float(r["cpu_ms_per_image"]) for r in cpu if r["process"].startswith("bare"))
+        md.append(f"\n### Where the CPU goes (`perf/cpu_per_process.py`, 640x480 JPEG, concurrency "
+                  f"{cpu[0]['concurrency']})\n")
+        md.append("CPU time of each process of the served stack per image served, beside the bare "
+                  f"engine's; on {cpu[0]['cores']} saturated cores served / bare throughput cannot exceed "
+                  f"bare / served CPU per image = {bare_ms / total:.2f}.\n")
+        md.append(table(["process", "CPU ms / image"], [[r["process"], r["cpu_ms_per_image"]] for r in cpu]
+                        + [["served total", f"{total:.1f}"]]))
     for path in sorted(perf_dir.glob("engine_variants*.csv")):
         variants = read_csv(path)
         md.append(f"\n### Engine thread layouts, served `rtmo` (`perf/engine_variants.py`, 640x480 JPEG; "

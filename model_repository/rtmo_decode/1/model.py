@@ -5,6 +5,7 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from rtmo_triton.postprocess import decode_batch, stack_people
+from rtmo_triton.serving.heap import keep_freed_buffers
 from rtmo_triton.serving.params import read_parameters
 from rtmo_triton.spec import AFFINE, ENGINE_NAME, ENGINE_OUTPUTS, ENSEMBLE_OUTPUTS
 from rtmo_triton.trt.compat import check_served
@@ -16,6 +17,7 @@ class TritonPythonModel:
         self.score_thr = float(params["score_thr"])
         self.nms_thr = float(params["nms_thr"])
         self.num_keypoints = int(params["num_keypoints"])
+        keep_freed_buffers()  # per-request arrays of several MB: no page faults on each request
         # A TensorRT engine beside us must match this host; say what to rebuild if not.
         plan = Path(args["model_repository"]).parent / ENGINE_NAME / "1" / "model.plan"
         for warning in check_served(plan):

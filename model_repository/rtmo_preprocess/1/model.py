@@ -6,6 +6,7 @@ import triton_python_backend_utils as pb_utils
 
 from rtmo_triton.image_io import ImageError
 from rtmo_triton.preprocess import preprocess_batch
+from rtmo_triton.serving.heap import keep_freed_buffers
 from rtmo_triton.serving.params import read_parameters
 from rtmo_triton.spec import AFFINE, ENGINE_INPUT, ENSEMBLE_INPUT
 
@@ -16,6 +17,7 @@ class TritonPythonModel:
         self.input_size = int(params["input_size"])
         self.max_pixels = int(params["max_pixels"])
         cv2.setNumThreads(1)  # instances run in parallel; OpenCV's own threads would fight them
+        keep_freed_buffers()  # per-request arrays of several MB: no page faults on each request
 
     def execute(self, requests):
         responses = []
