@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from perf.inputs import write_input_data  # noqa: E402
 from rtmo_triton import spec  # noqa: E402
-from rtmo_triton.serving.configs import TUNED_CPU, TUNED_GPU  # noqa: E402
+from rtmo_triton.serving.configs import TUNED_CPU, TUNED_GPU, engine_onnx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_ANALYZER = ROOT / ".tools" / "bin" / "model-analyzer"
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         if not MODEL_ANALYZER.exists():
             print(f"{MODEL_ANALYZER} missing: run `make setup`", file=sys.stderr)
             return 2
-        onnx = args.model_repository / spec.ENGINE_NAME / "1" / "model.onnx"
+        onnx = engine_onnx(args.model_repository)
         write_input_data(ROOT / "reports" / "perf" / "inputs", onnx)
         shutil.rmtree(CHECKPOINTS[args.search].parent, ignore_errors=True)
         cmd = [str(MODEL_ANALYZER), "profile", "-f", str(CONFIGS[args.search]),

@@ -26,6 +26,7 @@ from perf.inputs import benchmark_jpegs  # noqa: E402
 from rtmo_triton import spec  # noqa: E402
 from rtmo_triton.export import onnx_metadata  # noqa: E402
 from rtmo_triton.preprocess import preprocess  # noqa: E402
+from rtmo_triton.serving.configs import engine_onnx  # noqa: E402
 from rtmo_triton.serving.onnx_engine import OnnxEngine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--csv", type=Path, default=ROOT / "reports" / "perf" / "bare_onnxruntime.csv")
     args = p.parse_args(argv)
-    onnx = args.model_repository / spec.ENGINE_NAME / "1" / "model.onnx"
+    onnx = engine_onnx(args.model_repository)
     threads = engine_threads(args.model_repository)
     engine = OnnxEngine(onnx, threads)
     size = int(onnx_metadata(onnx)["input_size"])

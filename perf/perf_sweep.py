@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from perf.inputs import write_input_data  # noqa: E402
 from rtmo_triton import spec  # noqa: E402
+from rtmo_triton.serving.configs import engine_onnx  # noqa: E402
 from rtmo_triton.serving.server import TritonServer, exit_on_sigterm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no model in {args.model_repository}: run `make build-engines` first", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    onnx = args.model_repository / spec.ENGINE_NAME / "1" / "model.onnx"
+    onnx = engine_onnx(args.model_repository)
     inputs = write_input_data(args.out / "inputs", onnx if onnx.exists() else None)
     models = args.models.split(",")
     levels = [int(c) for c in args.concurrency.split(",")]

@@ -26,6 +26,7 @@ from perf.perf_sweep import perf_analyzer  # noqa: E402
 from rtmo_triton import spec  # noqa: E402
 from rtmo_triton.export import onnx_metadata  # noqa: E402
 from rtmo_triton.preprocess import preprocess  # noqa: E402
+from rtmo_triton.serving.configs import engine_onnx  # noqa: E402
 from rtmo_triton.serving.onnx_engine import OnnxEngine  # noqa: E402
 from rtmo_triton.serving.server import TritonServer, exit_on_sigterm  # noqa: E402
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()
     args.out.mkdir(parents=True, exist_ok=True)
     data = write_input_data(args.out / "inputs")[LABEL][spec.ENSEMBLE_NAME]
-    onnx = args.model_repository / spec.ENGINE_NAME / "1" / "model.onnx"
+    onnx = engine_onnx(args.model_repository)
     engine = OnnxEngine(onnx, engine_threads(args.model_repository))
     w, h = (int(v) for v in LABEL.split("x"))
     size = int(onnx_metadata(onnx)["input_size"])

@@ -59,6 +59,12 @@ def test_settings_reach_the_served_models(random_repo):
     assert list(config(random_repo, spec.ENGINE_NAME).output[0].dims) == [50]
 
 
+def test_the_served_graph_is_found_in_an_onnx_repository(random_repo):
+    from rtmo_triton.serving.configs import engine_onnx
+
+    assert engine_onnx(random_repo) == random_repo / spec.ENGINE_NAME / "1" / "model.onnx"
+
+
 def test_python_models_are_copied_into_another_repository(random_repo):
     for name in (spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME):
         copied = random_repo / name / "1" / "model.py"
@@ -116,6 +122,7 @@ def test_tensorrt_flavour_reads_the_gpu_tuning_and_sizes_the_plan_for_it(tmp_pat
     assert "intra_op_threads" not in params(engine), "CPU tuning must not leak into the plan's config"
     assert config(repo, spec.ENSEMBLE_NAME).max_batch_size == 8
     assert not (repo / spec.ENGINE_NAME / "1" / "model.onnx").exists()
+    assert configs.engine_onnx(repo) == asked["onnx"], "the perf tools must find the plan's source graph"
 
 
 def test_foreign_checkpoint_is_refused_cleanly(tmp_path, capsys):
