@@ -33,8 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def engine_threads(repo: Path) -> int:
+    """The served CPU engine's intra-op threads; 0 (every core) for a TensorRT repository, which has none."""
     config = text_format.Parse((repo / spec.ENGINE_NAME / "config.pbtxt").read_text(), mc.ModelConfig())
-    return int(config.parameters["intra_op_threads"].string_value)
+    threads = config.parameters.get("intra_op_threads")
+    return int(threads.string_value) if threads is not None else 0
 
 
 def closed_loop(engine: OnnxEngine, x: np.ndarray, concurrency: int, seconds: float) -> list[float]:
