@@ -55,9 +55,15 @@ def test_load_export_run(tmp_path, variant):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(list(ENGINE_OUTPUTS), {ENGINE_INPUT: x})
     assert got[0].shape == (2, 20) and got[3].shape == (2, 20, 17, 192) and got[4].shape == (2, 20, 17, 256)
-    # same candidates, same numbers (BN folding changes only rounding)
-    np.testing.assert_allclose(got[0], expected[0].numpy(), atol=1e-4)
-    np.testing.assert_allclose(got[1], expected[1].numpy(), rtol=1e-3, atol=1e-2)
+    # same candidates, same numbers (BN folding changes only rounding, which may swap the order of
+    # candidates whose scores tie to within that rounding: each box is matched among its ties)
+    scores_e, boxes_e = expected[0].numpy(), expected[1].numpy()
+    np.testing.assert_allclose(got[0], scores_e, atol=1e-4)
+    for img in range(len(x)):
+        for score, box in zip(got[0][img], got[1][img]):
+            ties = np.abs(scores_e[img] - score) <= 1e-4
+            err = np.abs(boxes_e[img][ties] - box) - 1e-3 * np.abs(box)
+            assert (err <= 1e-2).all(-1).any(), f"image {img}: box {box} (score {score}) not in the reference"
 
 
 def test_crowdpose_keypoint_count(tmp_path):
