@@ -20,19 +20,19 @@ from .. import spec
 FLAVOUR_FILES = {"onnx": "model.onnx", "trt": "model.plan"}
 """Engine file in the version folder, by flavour."""
 
-
-def engine_onnx(repo: Path) -> Path:
-    """The repository's ONNX graph: the served file (ONNX flavour), else the plan's source, which
-    ``make build-engines`` keeps beside the version folder where Triton ignores it."""
-    served = repo / spec.ENGINE_NAME / "1" / FLAVOUR_FILES["onnx"]
-    return served if served.is_file() else repo / spec.ENGINE_NAME / FLAVOUR_FILES["onnx"]
-
 TUNED_CPU = Path(__file__).resolve().parents[2] / "perf" / "tuned_cpu.json"
 """Instance counts, batching delays and engine threads chosen by ``make analyze`` (see perf/)."""
 TUNED_GPU = TUNED_CPU.with_name("tuned_gpu.json")
 """The same from the GPU sweep (``make analyze-gpu`` on a GPU host); absent until that has run."""
 TUNED_BY_FLAVOUR = {"onnx": TUNED_CPU, "trt": TUNED_GPU}
 """A CPU engine's tuning says nothing about a TensorRT plan's, so each flavour reads its own."""
+
+
+def engine_onnx(repo: Path) -> Path:
+    """The repository's ONNX graph: the served file (ONNX flavour), else the plan's source, which
+    ``make build-engines`` keeps beside the version folder where Triton ignores it."""
+    served = repo / spec.ENGINE_NAME / "1" / FLAVOUR_FILES["onnx"]
+    return served if served.is_file() else repo / spec.ENGINE_NAME / FLAVOUR_FILES["onnx"]
 
 
 @dataclass(frozen=True)
