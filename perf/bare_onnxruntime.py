@@ -39,6 +39,17 @@ def engine_threads(repo: Path) -> int:
     return int(threads.string_value) if threads is not None else 0
 
 
+def bare_engine(repo: Path, image: tuple[int, int] = (640, 480)) -> tuple[OnnxEngine, np.ndarray]:
+    """The repository's graph in its own session with the served thread setting, warmed up on the
+    preprocessed benchmark JPEG of ``image`` size (returned as a batch of one)."""
+    onnx = engine_onnx(repo)
+    engine = OnnxEngine(onnx, engine_threads(repo))
+    size = int(onnx_metadata(onnx)["input_size"])
+    x, _ = preprocess(benchmark_jpegs()[image], size, spec.DEFAULT_MAX_PIXELS)
+    engine.run(x[None])  # warm-up
+    return engine, x[None]
+
+
 def closed_loop(engine: OnnxEngine, x: np.ndarray, concurrency: int, seconds: float) -> list[float]:
     latencies: list[float] = []
     lock = threading.Lock()
@@ -68,15 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--csv", type=Path, default=ROOT / "reports" / "perf" / "bare_onnxruntime.csv")
     args = p.parse_args(argv)
-    onnx = engine_onnx(args.model_repository)
+    engine, x = bare_engine(args.model_repository)
     threads = engine_threads(args.model_repository)
-    engine = OnnxEngine(onnx, threads)
-    size = int(onnx_metadata(onnx)["input_size"])
-    x, _ = preprocess(benchmark_jpegs()[(640, 480)], size, spec.DEFAULT_MAX_PIXELS)
-    x = x[None]
-    engine.run(x)  # warm-up
     args.csv.parent.mkdir(parents=True, exist_ok=True)
-    print(f"bare onnxruntime on {onnx} (intra_op_threads={threads or 'all cores'})")
+    print(f"bare onnxruntime on {engine_onnx(args.model_repository)} "
+          f"(intra_op_threads={threads or 'all cores'})")
     with args.csv.open("w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["concurrency", "throughput_per_s", "p50_ms", "p95_ms", "p99_ms", "requests"])

@@ -27,13 +27,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from perf.bare_onnxruntime import closed_loop, engine_threads  # noqa: E402
+from perf.bare_onnxruntime import bare_engine, closed_loop  # noqa: E402
 from perf.inputs import benchmark_jpegs  # noqa: E402
 from rtmo_triton import spec  # noqa: E402
-from rtmo_triton.export import onnx_metadata  # noqa: E402
-from rtmo_triton.preprocess import preprocess  # noqa: E402
-from rtmo_triton.serving.configs import engine_onnx  # noqa: E402
-from rtmo_triton.serving.onnx_engine import OnnxEngine  # noqa: E402
 from rtmo_triton.serving.server import TritonServer, exit_on_sigterm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,13 +94,10 @@ def server_cpu_per_image(server: TritonServer, jpeg: bytes, concurrency: int, wa
     return images / elapsed, {k: 1e3 * v / max(images, 1) for k, v in per_role.items()}
 
 
-def bare_cpu_per_image(onnx: Path, threads: int, jpeg: bytes, concurrency: int, seconds: float
-                       ) -> tuple[float, float]:
-    engine = OnnxEngine(onnx, threads)
-    x, _ = preprocess(jpeg, int(onnx_metadata(onnx)["input_size"]), spec.DEFAULT_MAX_PIXELS)
-    engine.run(x[None])
+def bare_cpu_per_image(repo: Path, concurrency: int, seconds: float) -> tuple[float, float]:
+    engine, x = bare_engine(repo)
     t0, c0 = time.perf_counter(), os.times()
-    n = len(closed_loop(engine, x[None], concurrency, seconds))
+    n = len(closed_loop(engine, x, concurrency, seconds))
     c1, elapsed = os.times(), time.perf_counter() - t0
     return n / elapsed, 1e3 * (c1.user + c1.system - c0.user - c0.system) / n
 
@@ -120,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     jpeg = benchmark_jpegs()[(640, 480)]
-    onnx = engine_onnx(args.model_repository)
-    bare_rate, bare_ms = bare_cpu_per_image(onnx, engine_threads(args.model_repository), jpeg,
-                                            args.concurrency, args.seconds)
+    bare_rate, bare_ms = bare_cpu_per_image(args.model_repository, args.concurrency, args.seconds)
     with TritonServer(args.model_repository, log_path=args.csv.parent / "tritonserver_cpu.log") as server:
         rate, per_role = server_cpu_per_image(server, jpeg, args.concurrency, args.warmup, args.seconds)
     rows = [("bare onnxruntime engine", bare_rate, bare_ms)]

@@ -20,14 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from perf.bare_onnxruntime import closed_loop, engine_threads  # noqa: E402
-from perf.inputs import benchmark_jpegs, write_input_data  # noqa: E402
+from perf.bare_onnxruntime import bare_engine, closed_loop  # noqa: E402
+from perf.inputs import write_input_data  # noqa: E402
 from perf.perf_sweep import perf_analyzer  # noqa: E402
 from rtmo_triton import spec  # noqa: E402
-from rtmo_triton.export import onnx_metadata  # noqa: E402
-from rtmo_triton.preprocess import preprocess  # noqa: E402
-from rtmo_triton.serving.configs import engine_onnx  # noqa: E402
-from rtmo_triton.serving.onnx_engine import OnnxEngine  # noqa: E402
 from rtmo_triton.serving.server import TritonServer, exit_on_sigterm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,13 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()
     args.out.mkdir(parents=True, exist_ok=True)
     data = write_input_data(args.out / "inputs")[LABEL][spec.ENSEMBLE_NAME]
-    onnx = engine_onnx(args.model_repository)
-    engine = OnnxEngine(onnx, engine_threads(args.model_repository))
-    w, h = (int(v) for v in LABEL.split("x"))
-    size = int(onnx_metadata(onnx)["input_size"])
-    x, _ = preprocess(benchmark_jpegs()[(w, h)], size, spec.DEFAULT_MAX_PIXELS)
-    x = x[None]
-    engine.run(x)
+    engine, x = bare_engine(args.model_repository, tuple(int(v) for v in LABEL.split("x")))
     levels = [int(c) for c in args.concurrency.split(",")]
     rows = []
     with TritonServer(args.model_repository, log_path=args.out / "tritonserver_ratio.log") as server:
