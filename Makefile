@@ -13,20 +13,24 @@ SCORE_THR ?=
 NMS_THR ?=
 MAX_BATCH ?=
 MAX_PIXELS ?=
+MAX_QUEUE ?=
+TUNED ?=
+PYTHONS ?=
 ENGINE_THREADS ?=
 ENGINE ?= auto
 PRECISION ?= fp16
 OUT ?= out
-TRITONSERVER ?= $(VENV)/bin/tritonserver
+TRITONSERVER ?= $(firstword $(wildcard /opt/tritonserver/bin/tritonserver) $(VENV)/bin/rtmo-tritonserver)
 SETUP_STAMP := $(VENV)/.setup-done
 
 BUILD_FLAGS = --model-repository $(MODEL_REPOSITORY) --engine $(ENGINE) --precision $(PRECISION) \
 	$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(TOPK),--topk $(TOPK)) \
 	$(if $(SCORE_THR),--score-thr $(SCORE_THR)) $(if $(NMS_THR),--nms-thr $(NMS_THR)) \
 	$(if $(MAX_BATCH),--max-batch $(MAX_BATCH)) $(if $(MAX_PIXELS),--max-pixels $(MAX_PIXELS)) \
-	$(if $(ENGINE_THREADS),--engine-threads $(ENGINE_THREADS))
+	$(if $(ENGINE_THREADS),--engine-threads $(ENGINE_THREADS)) $(if $(MAX_QUEUE),--max-queue $(MAX_QUEUE)) \
+	$(if $(TUNED),--tuned $(TUNED)) $(if $(PYTHONS),--pythons "$(PYTHONS)")
 
-.PHONY: help setup build-engines serve test lint demo clean
+.PHONY: help setup build-engines serve test lint demo eval clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -37,13 +41,14 @@ $(SETUP_STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[build,client,dev]' nvidia-pytriton==0.7.0
-	$(PY) -c "from rtmo_triton.serving.tritonserver import install; install()"
+	$(PY) -c "from rtmo_triton.serve.tritonserver import install; install()"
 	@if [ -f perf/install_tools.sh ]; then bash perf/install_tools.sh; fi
+	@bash deploy/install_tools.sh kubectl || echo "setup: no kubectl, tests/test_k8s.py will skip (and fail in CI)"
 	@touch $@
-	@echo "setup done: $(VENV)/bin/tritonserver --help"
+	@echo "setup done: $(VENV)/bin/rtmo-tritonserver --help"
 
 build-engines: $(SETUP_STAMP)  ## fill MODEL_REPOSITORY from CHECKPOINT (random RTMO-s without one)
-	$(PY) -m rtmo_triton.serving.build $(BUILD_FLAGS)
+	$(PY) -m rtmo_triton.build $(BUILD_FLAGS)
 
 $(MODEL_REPOSITORY)/rtmo/config.pbtxt:
 	$(MAKE) build-engines
@@ -61,8 +66,22 @@ test: $(SETUP_STAMP) lint  ## ruff, then every test (a real tritonserver include
 demo: $(SETUP_STAMP)  ## build the default model, serve it, run the client on samples/, stop
 	$(PY) clients/demo.py --model-repository $(MODEL_REPOSITORY) --out-dir $(OUT)/demo samples
 
-clean:  ## remove build outputs (keeps .venv)
-	rm -rf $(OUT) .build $(MODEL_REPOSITORY)/*/config.pbtxt $(MODEL_REPOSITORY)/*/1/model.onnx \
-		$(MODEL_REPOSITORY)/*/1/model.plan $(MODEL_REPOSITORY)/*/1/*.json
+eval: $(SETUP_STAMP)  ## keypoint AP through a running server: ANN=annotations.json IMAGES=dir [URL= PROTOCOL=]
+	$(if $(and $(ANN),$(IMAGES)),,$(error make eval needs ANN=<COCO keypoint json> IMAGES=<image folder>))
+	$(PY) clients/rtmo_eval.py --ann $(ANN) --images $(IMAGES) \
+		--out $(OUT)/eval/$(basename $(notdir $(ANN))).results.json \
+		$(if $(URL),--url $(URL)) $(if $(PROTOCOL),--protocol $(PROTOCOL))
+
+.PHONY: bench-video
+bench-video: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## rtmo-video frames/s at 720p/1080p, pipelined vs one frame at a time
+	$(PY) -m rtmo_triton.client.video_bench --model-repository $(MODEL_REPOSITORY)
+
+.PHONY: rehearse-scale
+rehearse-scale: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## 3 replicas behind HAProxy under locust; one killed, all restarted → reports/scale
+	bash deploy/install_tools.sh rehearse
+	$(PY) -m deploy.rehearse --model-repository $(MODEL_REPOSITORY)
+
+clean:  ## remove the built repository's models and out/ (keeps .venv and build/'s packed packages)
+	rm -rf $(OUT) $(wildcard $(MODEL_REPOSITORY)/*/)
 
 -include perf/perf.mk

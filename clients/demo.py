@@ -14,16 +14,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rtmo_triton.build import repository as build  # noqa: E402
 from rtmo_triton.client.cli import main as client_main  # noqa: E402
-from rtmo_triton.serving import build  # noqa: E402
-from rtmo_triton.serving.server import TritonServer, exit_on_sigterm  # noqa: E402
+from rtmo_triton.harness.server import TritonServer, exit_on_sigterm  # noqa: E402
 from rtmo_triton.spec import ENSEMBLE_NAME  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("paths", nargs="+", help="images or folders to send")
-    parser.add_argument("--model-repository", type=Path, default=build.PROJECT_REPOSITORY)
+    parser.add_argument("--model-repository", type=Path, default=build.DEFAULT_REPOSITORY)
     parser.add_argument("--out-dir", type=Path, default=Path("out/demo"))
     args = parser.parse_args(argv)
     exit_on_sigterm()

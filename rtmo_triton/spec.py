@@ -119,8 +119,14 @@ DEFAULT_NMS_THR = 0.65
 DEFAULT_TOPK = 100
 """Candidate cells the engine hands to the decoder per image (see README, 'K')."""
 
+AUTO_THREADS = "auto"
+"""Engine threads left to the serving host, decided at load time (``served.cpus.engine_threads``)."""
+
 DEFAULT_VARIANT = "s"
 DEFAULT_MAX_BATCH = 8
+DEFAULT_MAX_QUEUE = DEFAULT_MAX_BATCH
+"""Requests each composing model holds waiting; more are refused at once as busy (HTTP 503, gRPC
+UNAVAILABLE) instead of queueing without bound: one batch waiting behind what runs."""
 DEFAULT_MAX_PIXELS = 40_000_000
 """Declared image area above which an image is refused before decoding."""
 

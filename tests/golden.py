@@ -1,4 +1,4 @@
-"""Access to the reference fixtures in ../shared and the people-matching rule.
+"""Access to the reference fixtures in tests/fixtures and the people-matching rule.
 
 Near-equal scores may swap order between implementations, so people are
 matched by box IoU, never by index.
@@ -7,22 +7,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
-import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-FIXTURES = SHARED / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+"""Made by mmpose 1.3.2 itself with deterministic random weights (``make_fixtures.py`` says what was kept)."""
 RTMO_T = FIXTURES / "rtmo-t"
 CHECKPOINT_T = RTMO_T / "rtmo-t_random_seed0.pth"
 OUTPUT_FILES = sorted(RTMO_T.glob("outputs_rtmo-t_*.npz"))
+IMAGES = FIXTURES / "images"
+COCO_ANNOTATIONS = IMAGES / "coco" / "person_keypoints.json"
+IMAGE_OF = {
+    "000000000785": "coco/000000000785.jpg", "000000040083": "coco/000000040083.jpg",
+    "000000196141": "coco/000000196141.jpg", "coco_000000197388": "coco/000000197388.jpg",
+    "103319": "crowdpose/103319.jpg", "106848": "crowdpose/106848.jpg",
+    "synth_457x331": "synth_457x331.png", "synth_640x480": "synth_640x480.png",
+}
+"""Fixture id → the image mmpose decoded for it."""
+LAYER_IDS = ("synth_640x480", "103319")
+"""Fixtures that keep every layer's activations (the others keep inputs, head outputs and predictions)."""
 
 BOX_TOL_PX = 0.02
 KPT_P99_TOL_PX = 0.1
 
-requires_fixtures = pytest.mark.skipif(
-    not CHECKPOINT_T.is_file(), reason=f"reference fixtures not found at {RTMO_T}"
-)
 
 
 def fixture_ids() -> list[str]:
@@ -30,11 +37,17 @@ def fixture_ids() -> list[str]:
 
 
 def load_output(name_or_path: str | Path) -> dict[str, np.ndarray]:
+    """The reference's arrays, with ``img_bgr`` decoded from the image file as mmpose decoded it
+    and ``input`` as the float32 the backbone saw."""
     path = Path(name_or_path)
     if not path.is_file():
         path = RTMO_T / f"outputs_rtmo-t_{name_or_path}.npz"
     with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+        out = {k: data[k] for k in data.files}
+    out["input"] = out["input"].astype(np.float32)
+    image = IMAGES / IMAGE_OF[path.stem.removeprefix("outputs_rtmo-t_")]
+    out["img_bgr"] = cv2.imdecode(np.fromfile(image, np.uint8), cv2.IMREAD_COLOR)
+    return out
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

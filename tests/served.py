@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from rtmo_triton.serving import build
-from rtmo_triton.serving.server import TritonServer, tritonserver_path
+from rtmo_triton.build import repository as build
+from rtmo_triton.harness.server import TritonServer
+from rtmo_triton.serve.tritonserver import ServerNotFound, command
 
 from .golden import CHECKPOINT_T, OUTPUT_FILES, load_output
 
@@ -23,8 +24,8 @@ KEEP_ALL_CELLS = 10_000
 def require_server() -> None:
     """Skip where no server is installed; in CI a missing server is a failure, not a skip."""
     try:
-        tritonserver_path()
-    except FileNotFoundError as exc:
+        command([])
+    except ServerNotFound as exc:
         if os.environ.get("CI"):
             pytest.fail(f"{exc} (CI must run the server tests)")
         pytest.skip(str(exc))

@@ -1,19 +1,23 @@
-"""`make build-engines` (rtmo_triton.serving.build) and the tritonserver launcher, without a server."""
+"""`make build-engines` (rtmo_triton.build) and the tritonserver launcher, without a server."""
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from rtmo_triton import spec
-from rtmo_triton.export import onnx_metadata
-from rtmo_triton.serving import build, tritonserver
+from rtmo_triton.build import repository as build
+from rtmo_triton.build.export import onnx_metadata
+from rtmo_triton.build.packages import CONTAINER_PYTHON, default_pythons
+from rtmo_triton.serve import tritonserver
+from rtmo_triton.served.bundle import PACKAGES_DIR, archive_name
 
-from .golden import CHECKPOINT_T, requires_fixtures
+from .golden import CHECKPOINT_T
 
 
 def config(repo, name) -> mc.ModelConfig:
@@ -60,18 +64,29 @@ def test_settings_reach_the_served_models(random_repo):
 
 
 def test_the_served_graph_is_found_in_an_onnx_repository(random_repo):
-    from rtmo_triton.serving.configs import engine_onnx
+    from rtmo_triton.build.configs import engine_onnx
 
     assert engine_onnx(random_repo) == random_repo / spec.ENGINE_NAME / "1" / "model.onnx"
 
 
-def test_python_models_are_copied_into_another_repository(random_repo):
+def test_python_models_bring_their_code_and_packages(random_repo):
+    """Each Python model: a model.py importing its module from the code vendored beside it, and one
+    package archive per Python version asked for (the container's and this interpreter's)."""
+    import rtmo_triton
+
     for name in (spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME):
-        copied = random_repo / name / "1" / "model.py"
-        assert copied.read_text() == (build.PROJECT_REPOSITORY / name / "1" / "model.py").read_text()
+        version = random_repo / name / "1"
+        shim = (version / "model.py").read_text()
+        assert f"from rtmo_triton.served.models.{name} import TritonPythonModel" in shim
+        module = Path("served") / "models" / f"{name}.py"
+        vendored = version / "rtmo_triton" / module
+        assert vendored.read_text() == (Path(rtmo_triton.__file__).parent / module).read_text()
+        assert not (version / "rtmo_triton" / "build").exists(), "only the served code is vendored"
+        archives = sorted(p.name for p in (version / PACKAGES_DIR).iterdir())
+        assert archives == [archive_name(v) for v in default_pythons()]
+        assert CONTAINER_PYTHON in default_pythons()
 
 
-@requires_fixtures
 def test_checkpoint_provenance_and_k_clamped_to_cells(tmp_path):
     assert build.main(["--checkpoint", str(CHECKPOINT_T), "--model-repository", str(tmp_path),
                        "--engine", "onnx", "--topk", "5000"]) == 0
@@ -93,16 +108,14 @@ def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_tensorrt_flavour_reads_the_gpu_tuning_and_sizes_the_plan_for_it(tmp_path, monkeypatch):
+def test_tensorrt_flavour_reads_a_gpu_tuning_and_sizes_the_plan_for_it(tmp_path, monkeypatch):
     """Without a GPU here, TensorRT is replaced at the plan builder: what is tested is what build-engines
     asks of it and how the repository around the plan is rendered."""
-    from rtmo_triton.serving import configs
-    from rtmo_triton.trt import flavour
+    from rtmo_triton.build import configs, flavour
 
     gpu_tuned = tmp_path / "tuned_gpu.json"
     gpu_tuned.write_text(json.dumps({spec.ENGINE_NAME: {"instances": 1, "max_queue_delay_us": 1000,
                                                         "max_batch": 32}}))
-    monkeypatch.setitem(configs.TUNED_BY_FLAVOUR, "trt", gpu_tuned)
     monkeypatch.setattr(flavour, "choose_flavour", lambda requested: flavour.Flavour("trt", "test"))
     asked = {}
 
@@ -113,7 +126,7 @@ def test_tensorrt_flavour_reads_the_gpu_tuning_and_sizes_the_plan_for_it(tmp_pat
     monkeypatch.setattr(build, "build_or_reuse_plan", fake_plan)
     repo = tmp_path / "repo"
     assert build.main(["--model-repository", str(repo), "--engine", "trt", "--max-batch", "8",
-                       "--precision", "fp32", "--topk", "20"]) == 0
+                       "--precision", "fp32", "--topk", "20", "--tuned", str(gpu_tuned)]) == 0
     assert asked == {"onnx": repo / spec.ENGINE_NAME / "model.onnx", "precision": "fp32", "max_batch": 32}
     engine = config(repo, spec.ENGINE_NAME)
     assert engine.platform == "tensorrt_plan" and engine.max_batch_size == 32
@@ -143,5 +156,7 @@ def test_launcher_supplies_backend_directory_and_libraries():
     assert argv[1] == f"--backend-directory={root / 'backends'}"
     assert (root / "backends" / "python" / tritonserver.STUB).exists()
     assert "nvidia_pytriton.libs" in env["LD_LIBRARY_PATH"]
+    assert not {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"} & set(env), "the repository brings its packages"
+    assert ".venv" not in env["PATH"]
     argv, _ = tritonserver.command(["--backend-directory=/mine"])
     assert argv[1:] == ["--backend-directory=/mine"]

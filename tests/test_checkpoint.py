@@ -7,7 +7,7 @@ from rtmo_triton.model import CheckpointError, load_checkpoint, random_model
 from rtmo_triton.model.checkpoint import IGNORED
 from rtmo_triton.model.fuse import to_deploy_form
 
-from .golden import CHECKPOINT_T, load_output, requires_fixtures
+from .golden import CHECKPOINT_T, load_output
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,6 @@ def save(path, obj):
     return path
 
 
-@requires_fixtures
 def test_training_only_tensors_are_skipped_by_name(official_state):
     _, info = load_checkpoint(CHECKPOINT_T)
     assert info.ignored_keys

@@ -1,9 +1,8 @@
-import cv2
 import numpy as np
 import pytest
 
 from rtmo_triton import spec
-from rtmo_triton.client import People, decode_bgr, draw_overlay
+from rtmo_triton.client import People, draw_overlay
 from rtmo_triton.client.overlay import BOX_COLOR, SIDE_COLORS
 
 J = spec.NUM_KEYPOINTS
@@ -87,10 +86,3 @@ def test_other_keypoint_counts(j):
     kpts = np.full((1, j, 2), 30.0, np.float32)
     p = People(np.zeros((1, 4), np.float32), np.ones(1, np.float32), kpts, np.ones((1, j), np.float32))
     assert draw_overlay(np.zeros((64, 64, 3), np.uint8), p)[30, 30].any()
-
-
-def test_decode_bgr_matches_cv2_and_rejects_garbage():
-    image = np.random.default_rng(1).integers(0, 255, (20, 30, 3), dtype=np.uint8)
-    ok, png = cv2.imencode(".png", image)
-    np.testing.assert_array_equal(decode_bgr(png.tobytes()), image)
-    assert decode_bgr(b"not an image") is None and decode_bgr(b"") is None

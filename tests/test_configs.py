@@ -7,8 +7,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from rtmo_triton import spec
-from rtmo_triton.serving.configs import RepositorySpec, Scheduling, load_scheduling, render_all, write_configs
-from rtmo_triton.serving.params import read_parameters
+from rtmo_triton.build.configs import RepositorySpec, Scheduling, load_scheduling, render_all, write_configs
+from rtmo_triton.served.params import read_parameters
 
 BASE = RepositorySpec(variant="s", input_size=640, num_keypoints=17, topk=100, max_batch=8,
                       score_thr=0.2, nms_thr=0.5, max_pixels=1234, provenance={"random_weights": "true"})
@@ -98,7 +98,7 @@ def test_engine_threads_come_from_the_tuned_file_unless_given(tmp_path):
                ["intra_op_threads"] for t in (None, 0, 3)}
     assert threads == {None: "1", 0: "0", 3: "3"}
     untuned = params(parsed(BASE)[spec.ENGINE_NAME])["intra_op_threads"]
-    assert untuned == "0"
+    assert untuned == spec.AUTO_THREADS
 
 
 def test_misspelt_tuned_setting_is_an_error(tmp_path):
@@ -121,5 +121,5 @@ def test_written_files_and_python_side_parameters(tmp_path):
     written = write_configs(tmp_path, BASE)
     assert {p.parent.name for p in written} == {spec.ENSEMBLE_NAME, spec.PREPROCESS_NAME, spec.ENGINE_NAME,
                                                 spec.DECODE_NAME}
-    as_json = {"parameters": {"score_thr": {"string_value": "0.2"}}}  # what Triton hands initialize()
+    as_json = json.dumps({"parameters": {"score_thr": {"string_value": "0.2"}}})  # what initialize() gets
     assert read_parameters(as_json) == {"score_thr": "0.2"}

@@ -9,8 +9,8 @@ import pytest
 PROBE = """
 import resource, sys
 import numpy as np
-from rtmo_triton.postprocess import decode_people
-from rtmo_triton.serving.heap import keep_freed_buffers
+from rtmo_triton.served.postprocess import decode_people
+from rtmo_triton.served.heap import keep_freed_buffers
 if sys.argv[1] == "keep":
     assert keep_freed_buffers()
 rng = np.random.default_rng(0)

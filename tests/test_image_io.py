@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rtmo_triton.image_io import ImageError, decode_bgr, image_size, read_header
-from rtmo_triton.preprocess import preprocess, preprocess_batch
+from rtmo_triton.served.image_io import ImageError, decode_bgr, image_size, read_header
+from rtmo_triton.served.preprocess import preprocess, preprocess_batch
 
-from .golden import SHARED
+from .golden import IMAGES
 
 LIMIT = 10_000_000
 
@@ -101,7 +101,7 @@ def test_batch_rows_equal_single_images(image):
 
 
 def jpeg_files():
-    return sorted((SHARED / "fixtures" / "images").rglob("*.jpg"))
+    return sorted(IMAGES.rglob("*.jpg"))
 
 
 @pytest.mark.skipif(not jpeg_files(), reason="fixture images not found")

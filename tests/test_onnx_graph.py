@@ -3,7 +3,7 @@ static per-image shapes, only natively parsed operators."""
 import onnx
 import pytest
 
-from rtmo_triton.export import OPSET, export_onnx, output_shapes
+from rtmo_triton.build.export import OPSET, export_onnx, output_shapes
 from rtmo_triton.model import random_model
 from rtmo_triton.spec import ENGINE_INPUT, ENGINE_OUTPUTS
 

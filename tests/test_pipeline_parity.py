@@ -8,16 +8,15 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from rtmo_triton.export import export_onnx, onnx_metadata
-from rtmo_triton.letterbox import letterbox
+from rtmo_triton.build.export import export_onnx, onnx_metadata
 from rtmo_triton.model import load_checkpoint
 from rtmo_triton.model.deploy import DeployRTMO
-from rtmo_triton.postprocess import decode_batch
+from rtmo_triton.served.letterbox import letterbox
+from rtmo_triton.served.postprocess import decode_batch
 from rtmo_triton.spec import ENGINE_INPUT, ENGINE_OUTPUTS, num_cells
 
-from .golden import CHECKPOINT_T, OUTPUT_FILES, assert_people_match, load_output, requires_fixtures
+from .golden import CHECKPOINT_T, OUTPUT_FILES, assert_people_match, load_output
 
-pytestmark = requires_fixtures
 ALL_CELLS = num_cells(416)
 
 
@@ -35,7 +34,7 @@ def batch(refs):
 def check_all(outputs, affines, refs, label):
     thr = float(refs[0]["score_thr"]), float(refs[0]["nms_thr"])
     for people, ref, path in zip(decode_batch(outputs, affines, *thr), refs, OUTPUT_FILES, strict=True):
-        err = assert_people_match(*people, ref)
+        err = assert_people_match(*people.arrays, ref)
         print(f"{label} {path.stem:38s} people {len(people.boxes):3d}  box max {err['box_max']:.4f} px"
               f"  kpt p99 {err['kpt_p99']:.4f} px  kpt max {err.get('kpt_max', 0):.4f} px")
 

@@ -15,11 +15,11 @@ from rtmo_triton import spec
 from rtmo_triton.client import connect, infer, parse_outputs
 from rtmo_triton.client.transport import run_requests
 
-from .golden import OUTPUT_FILES, assert_people_match, load_output, requires_fixtures
+from .golden import OUTPUT_FILES, assert_people_match, load_output
 from .served import build_fixture_repository, get_json, require_server, start_server
 from .test_image_io import png_header
 
-pytestmark = [pytest.mark.server, requires_fixtures]
+pytestmark = pytest.mark.server
 PROTOCOLS = ("http", "grpc")
 
 

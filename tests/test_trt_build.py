@@ -19,9 +19,9 @@ import onnx
 import pytest
 
 from rtmo_triton import spec
-from rtmo_triton.trt import build as trt_build
-from rtmo_triton.trt.build import BuildError, batch_profile, build_plan
-from rtmo_triton.trt.compat import Platform, read_record, record_path
+from rtmo_triton.build.trt import build as trt_build
+from rtmo_triton.build.trt.build import BuildError, batch_profile, build_plan
+from rtmo_triton.build.trt.compat import Platform, read_record, record_path
 
 HOST = Platform("10.5.0", "NVIDIA L4", "8.9")
 
@@ -325,7 +325,7 @@ def test_without_tensorrt_the_error_says_where_to_build(monkeypatch, onnx_file):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     code = ("import sys; sys.modules['tensorrt'] = None; "
-            "from rtmo_triton.trt.__main__ import main; sys.exit(main())")
+            "from rtmo_triton.build.trt.__main__ import main; sys.exit(main())")
     env = {**os.environ, "PATH": "/nonexistent"}  # no nvidia-smi either
     env.pop("TRT_VERSION", None)
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
@@ -379,7 +379,7 @@ def test_cli_flavour_without_gpu():
 
 
 def _gpu_with_tensorrt() -> str | None:
-    from rtmo_triton.trt.flavour import gpu_missing, tensorrt_missing
+    from rtmo_triton.build.flavour import gpu_missing, tensorrt_missing
 
     return gpu_missing() or tensorrt_missing()
 
@@ -390,7 +390,7 @@ def test_real_build_on_a_gpu(tmp_path):
     missing = _gpu_with_tensorrt()
     if missing:
         pytest.skip(f"needs an NVIDIA GPU with TensorRT: {missing}")
-    from rtmo_triton.trt.compat import require_compat
+    from rtmo_triton.build.trt.compat import require_compat
 
     path = write_graph(tmp_path / "rtmo_engine" / "model.onnx",
                        {"variant": "t", "input_size": "416", "topk": "100", "input_dtype": "uint8"})

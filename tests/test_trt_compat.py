@@ -6,8 +6,8 @@ from dataclasses import asdict
 
 import pytest
 
-from rtmo_triton.trt import compat
-from rtmo_triton.trt.compat import (
+from rtmo_triton.build.trt import compat
+from rtmo_triton.build.trt.compat import (
     EngineMismatch,
     EngineRecord,
     NoPlatform,

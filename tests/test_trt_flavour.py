@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from rtmo_triton.trt import flavour as flavour_module
-from rtmo_triton.trt.compat import NoPlatform
-from rtmo_triton.trt.flavour import FLAVOURS, FlavourError, choose_flavour
+from rtmo_triton.build import flavour as flavour_module
+from rtmo_triton.build.flavour import FLAVOURS, FlavourError, choose_flavour
+from rtmo_triton.build.trt.compat import NoPlatform
 
 
 def present():
@@ -82,7 +82,7 @@ def test_build_engines_with_trt_fails_fast_on_this_machine():
     """The real detectors: on a CPU machine `make build-engines ENGINE=trt` stops before any work."""
     if choose_flavour("auto").name == "trt":
         pytest.skip("this machine has a GPU and TensorRT")
-    out = subprocess.run([sys.executable, "-m", "rtmo_triton.serving.build", "--engine", "trt",
+    out = subprocess.run([sys.executable, "-m", "rtmo_triton.build", "--engine", "trt",
                           "--model-repository", "/nonexistent/never-written"], capture_output=True, text=True)
     assert out.returncode == 2
     assert "ENGINE=trt needs an NVIDIA GPU with TensorRT" in out.stderr and "Traceback" not in out.stderr

@@ -5,7 +5,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from rtmo_triton.export import export_onnx, onnx_metadata
+from rtmo_triton.build.export import export_onnx, onnx_metadata
 from rtmo_triton.model import load_checkpoint, random_model
 from rtmo_triton.model.deploy import DeployRTMO
 from rtmo_triton.spec import ENGINE_INPUT, ENGINE_INPUT_DTYPE, ENGINE_OUTPUTS, VARIANTS

@@ -10,7 +10,7 @@ overlay helpers work without it.
 """
 from .files import IMAGE_EXTENSIONS, ImageFile, find_images
 from .infer import infer, infer_images
-from .overlay import DEFAULT_KPT_THR, decode_bgr, draw_overlay
+from .overlay import DEFAULT_KPT_THR, draw_overlay
 from .people import People, parse_outputs
 from .records import keypoint_names, people_record
 from .transport import (
@@ -29,6 +29,6 @@ from .transport import (
 __all__ = [
     "DEFAULT_KPT_THR", "DEFAULT_PORTS", "IMAGE_EXTENSIONS", "PROTOCOLS",
     "ImageFile", "ModelInfo", "ModelNotReady", "People", "ServerUnavailable",
-    "check_ready", "connect", "decode_bgr", "draw_overlay", "find_images", "infer", "infer_images",
+    "check_ready", "connect", "draw_overlay", "find_images", "infer", "infer_images",
     "keypoint_names", "make_request", "model_config", "normalize_url", "parse_outputs", "people_record",
 ]

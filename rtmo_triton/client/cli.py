@@ -16,9 +16,10 @@ from typing import Any, TextIO
 import cv2
 
 from .. import spec
+from ..served.image_io import ImageError, decode_bgr
 from .files import IMAGE_EXTENSIONS, ImageFile, find_images
 from .infer import infer_images
-from .overlay import DEFAULT_KPT_THR, decode_bgr, draw_overlay
+from .overlay import DEFAULT_KPT_THR, draw_overlay
 from .people import People
 from .records import people_record
 from .transport import (
@@ -142,7 +143,7 @@ def _run(args: argparse.Namespace, files: list[ImageFile], client: Any, url: str
             failed += not people.ok
             people_total += people.num_people
             print(_summary(file, people), file=log)
-            image = decode_bgr(image_bytes) if args.out_dir or args.json else None
+            image = _decoded(image_bytes) if args.out_dir or args.json else None
             size = (image.shape[1], image.shape[0]) if image is not None else None
             record = people_record(people, str(file.path), size)
             if args.out_dir:
@@ -167,6 +168,14 @@ def _read_all(files: list[ImageFile]) -> tuple[list[bytes], list[str | None]]:
             data.append(b"")
             errors.append(f"cannot read file: {exc.strerror or exc}")
     return data, errors
+
+
+def _decoded(data: bytes) -> Any:
+    """The picture the server saw, for sizes and overlays; None where the server could not see one."""
+    try:
+        return decode_bgr(data, spec.DEFAULT_MAX_PIXELS)
+    except ImageError:
+        return None
 
 
 def _summary(file: ImageFile, people: People) -> str:

@@ -1,8 +1,7 @@
 """Drawing people on the image the server saw.
 
-Images are decoded exactly as the server decodes them (``cv2.imdecode`` with
-IMREAD_COLOR, which applies EXIF rotation) so the returned pixel coordinates
-land where they belong.
+Images are decoded exactly as the server decodes them (``served.image_io``)
+so the returned pixel coordinates land where they belong.
 """
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ import cv2
 import numpy as np
 
 from .. import spec
-from .people import People
+from ..people import People
 
 DEFAULT_KPT_THR = 0.3
 
@@ -18,13 +17,6 @@ DEFAULT_KPT_THR = 0.3
 SIDE_COLORS = {"left": (0, 165, 255), "right": (255, 128, 0), "centre": (0, 220, 0)}
 BOX_COLOR = (0, 255, 255)
 _COORD_LIMIT = 1 << 20  # keeps cv2's int32 maths safe for far-off or non-finite points
-
-
-def decode_bgr(data: bytes) -> np.ndarray | None:
-    """BGR uint8 image as the server decodes it, or None when the bytes are no image."""
-    if not data:
-        return None
-    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
 def _side(name: str) -> str:

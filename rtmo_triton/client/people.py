@@ -6,51 +6,11 @@ a row's ``NUM_PEOPLE`` is the only thing that says where its real people end.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
 from .. import spec
-
-
-@dataclass(frozen=True)
-class People:
-    """One image's people, best first, in original-image pixels.
-
-    The four arrays carry the same names as ``rtmo_triton.postprocess.People``
-    so server results and local decodes compare field by field. A failed image
-    has no people and a non-empty ``error``.
-    """
-
-    boxes: np.ndarray  # [N, 4] x1, y1, x2, y2
-    scores: np.ndarray  # [N]
-    keypoints: np.ndarray  # [N, J, 2] x, y
-    keypoint_scores: np.ndarray  # [N, J]
-    error: str | None = None
-    latency_ms: float = 0.0
-    """Round trip of the request that carried this image (shared by its batch)."""
-    batch: int = 1
-    """How many images that request carried."""
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def num_people(self) -> int:
-        return int(self.scores.shape[0])
-
-    @property
-    def num_keypoints(self) -> int:
-        return int(self.keypoint_scores.shape[1])
-
-    @classmethod
-    def failure(cls, error: str, num_keypoints: int = spec.NUM_KEYPOINTS, latency_ms: float = 0.0,
-                batch: int = 1) -> People:
-        """An image the server could not (or was never asked to) process."""
-        z = np.zeros
-        return cls(z((0, 4), np.float32), z(0, np.float32), z((0, num_keypoints, 2), np.float32),
-                   z((0, num_keypoints), np.float32), error=error, latency_ms=latency_ms, batch=batch)
+from ..people import People
 
 
 def parse_outputs(outputs: Mapping[str, np.ndarray | None], latency_ms: float = 0.0) -> list[People]:

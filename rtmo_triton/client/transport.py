@@ -10,6 +10,7 @@ calling thread; that keeps per-request latencies exact, which
 """
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,15 @@ DEFAULT_TIMEOUT_S = 60.0
 # gRPC statuses that say the server, not this request, is the problem
 _TRANSPORT_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED",
                                  "StatusCode.CANCELLED"})
+DEFAULT_RETRIES = 4
+"""Attempts after the first for a busy or briefly unavailable server (``is_retryable``)."""
+BACKOFF_S, BACKOFF_CAP_S = 0.1, 2.0
+"""Retry n waits up to BACKOFF_S * 2**n seconds (full jitter), never more than the cap."""
+_RETRYABLE_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED", "503", "429"})
+_RETRYABLE_MESSAGES = ("Exceeds maximum queue size", "is not healthy", "Connection refused",
+                       "Connection reset", "Broken pipe")
+"""Busy (Triton's queue policy refused the request), a Python stub that died and is being replaced,
+a replica restarting behind a balancer: all pass, so the same request is worth sending again."""
 
 
 class ServerUnavailable(RuntimeError):
@@ -147,29 +157,53 @@ def make_request(protocol: str, images: Sequence[bytes], batched: bool = True) -
     return [tensor], [module.InferRequestedOutput(n) for n in spec.ENSEMBLE_OUTPUTS]
 
 
+def is_retryable(exc: BaseException) -> bool:
+    """True for a busy or briefly unavailable server, where the same request may pass later."""
+    status = exc.status() if callable(getattr(exc, "status", None)) else None
+    return str(status) in _RETRYABLE_STATUSES or any(m in describe_error(exc) for m in _RETRYABLE_MESSAGES)
+
+
+def backoff_s(attempt: int, rng: random.Random = random) -> float:  # type: ignore[assignment]
+    """Exponential backoff with full jitter: clients refused together do not come back together."""
+    return rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_S * 2 ** attempt))
+
+
 def run_requests(client: Any, protocol: str, model_name: str, requests: Sequence[Sequence[bytes]],
-                 batched: bool = True, concurrency: int = 1,
-                 timeout_s: float | None = None) -> list[Outcome]:
+                 batched: bool = True, concurrency: int = 1, timeout_s: float | None = None, *,
+                 retries: int = DEFAULT_RETRIES) -> list[Outcome]:
     """Send every request (a list of encoded images), at most ``concurrency`` in flight.
 
     Never raises for a failed request: its exception comes back in its Outcome,
-    in the order of ``requests``.
+    in the order of ``requests``. A busy or briefly unavailable server is retried
+    up to ``retries`` times with backoff; the latency counts every attempt.
     """
     extra = {"client_timeout": timeout_s} if protocol == "grpc" and timeout_s else {}
+    sleep = time.sleep if protocol == "grpc" else _gevent_sleep()
 
     def one(images: Sequence[bytes]) -> Outcome:
-        start = time.perf_counter()
-        try:
-            inputs, outputs = make_request(protocol, images, batched)
-            result = client.infer(model_name, inputs, outputs=outputs, **extra)
-            arrays = {n: result.as_numpy(n) for n in spec.ENSEMBLE_OUTPUTS}
-            if not batched:
-                arrays = {n: None if a is None else a[None] for n, a in arrays.items()}
-            return Outcome(arrays, None, (time.perf_counter() - start) * 1e3)
-        except Exception as exc:  # reported per request so the others' results survive
-            return Outcome(None, exc, (time.perf_counter() - start) * 1e3)
+        start, attempt = time.perf_counter(), 0
+        while True:
+            try:
+                inputs, outputs = make_request(protocol, images, batched)
+                result = client.infer(model_name, inputs, outputs=outputs, **extra)
+                arrays = {n: result.as_numpy(n) for n in spec.ENSEMBLE_OUTPUTS}
+                if not batched:
+                    arrays = {n: None if a is None else a[None] for n, a in arrays.items()}
+                return Outcome(arrays, None, (time.perf_counter() - start) * 1e3)
+            except Exception as exc:  # reported per request so the others' results survive
+                if attempt >= retries or not is_retryable(exc):
+                    return Outcome(None, exc, (time.perf_counter() - start) * 1e3)
+            sleep(backoff_s(attempt))
+            attempt += 1
 
     return _map(protocol, one, requests, concurrency)
+
+
+def _gevent_sleep() -> Callable[[float], None]:
+    """HTTP requests run as greenlets: a blocking sleep would stall the others."""
+    import gevent
+
+    return gevent.sleep
 
 
 def _map(protocol: str, fn: Callable, items: Sequence, concurrency: int) -> list:

@@ -1,0 +1,115 @@
+"""``rtmo-serve``: tritonserver for production, with safe defaults and the health guard beside it.
+
+What it adds to ``tritonserver --model-repository R``:
+
+- loopback unless ``--host`` says otherwise; the model-repository, shared-memory, logging and trace
+  APIs restricted to holders of a key (``RTMO_ADMIN_KEY``, else a random one per start) over HTTP
+  and gRPC, so an exposed server cannot be told to load files, map memory or rewrite its logs;
+- model control in explicit mode, every model loaded at start, used by the guard alone to reload a
+  model whose stub died (``serve.guard``);
+- ``/ready`` and ``/live`` on ``--health-port`` for load balancers and Kubernetes probes;
+- SIGTERM turns ``/ready`` to 503 at once and hands the signal to tritonserver, which stops
+  accepting and finishes in-flight requests for up to ``--exit-timeout-secs``.
+
+Anything after ``--`` goes to tritonserver unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from .guard import ADMIN_HEADER, RESTRICTED_APIS, Guard
+from .tritonserver import ServerNotFound, command
+
+ADMIN_KEY_ENV = "RTMO_ADMIN_KEY"
+PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002, "health": 8003}
+
+
+def server_flags(args: argparse.Namespace, admin_key: str) -> list[str]:
+    restricted = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={admin_key}"
+    return [
+        f"--model-repository={args.model_repository}",
+        f"--http-address={args.host}", f"--http-port={args.http_port}",
+        f"--grpc-address={args.host}", f"--grpc-port={args.grpc_port}",
+        f"--metrics-address={args.host}", f"--metrics-port={args.metrics_port}",
+        "--model-control-mode=explicit", "--load-model=*",
+        f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}",
+        f"--exit-timeout-secs={args.exit_timeout_secs}",
+        *args.tritonserver_args,
+    ]
+
+
+def health_server(guard: Guard, process: subprocess.Popen, host: str, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path == "/live":
+                ok, body = process.poll() is None, b'{"live": true}'
+            elif self.path == "/ready":
+                health = guard.health
+                ok, body = health.ready and process.poll() is None, health.as_json()
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:  # probes every few seconds: keep the log clean
+            pass
+
+    return ThreadingHTTPServer((host, port), Handler)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="rtmo-serve", description=__doc__.split("\n")[0])
+    p.add_argument("--model-repository", required=True, help="local folder, s3://, gs:// or as://")
+    p.add_argument("--host", default="127.0.0.1", help="address every port binds to (0.0.0.0 in a container)")
+    for name, port in PORTS.items():
+        p.add_argument(f"--{name}-port", type=int, default=port)
+    p.add_argument("--exit-timeout-secs", type=int, default=30,
+                   help="on SIGTERM, how long in-flight requests may still finish")
+    p.add_argument("--check-interval-s", type=float, default=1.0)
+    p.add_argument("tritonserver_args", nargs="*", help="after --: more tritonserver flags")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    admin_key = os.environ.get(ADMIN_KEY_ENV) or secrets.token_urlsafe(24)
+    try:
+        argv_, env = command(server_flags(args, admin_key))
+    except ServerNotFound as exc:
+        print(f"rtmo-serve: {exc}", file=sys.stderr)
+        return 127
+    process = subprocess.Popen(argv_, env=env)
+    http_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    guard = Guard(f"{http_host}:{args.http_port}", process.pid, admin_key, interval_s=args.check_interval_s)
+    health = health_server(guard, process, args.host, args.health_port)
+    threading.Thread(target=health.serve_forever, daemon=True, name="health").start()
+    threading.Thread(target=guard.run, daemon=True, name="guard").start()
+
+    def stop(signum: int, frame: object) -> None:
+        guard.stop()
+        guard.health.problems = ["shutting down"]
+        process.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"[rtmo-serve] tritonserver pid {process.pid}; health on http://{args.host}:{args.health_port}"
+          f"/ready; repository {Path(args.model_repository)}", flush=True)
+    code = process.wait()
+    guard.stop()
+    health.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Triton Python model ``rtmo_preprocess``: encoded images → letterboxed UINT8 input + affine."""
+import cv2
+import triton_python_backend_utils as pb_utils
+
+from ...spec import AFFINE, ENGINE_INPUT, ENSEMBLE_INPUT
+from ..heap import keep_freed_buffers
+from ..params import read_parameters
+from ..preprocess import preprocess_batch
+from ..respond import respond_each
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = read_parameters(args["model_config"])
+        self.input_size = int(params["input_size"])
+        self.max_pixels = int(params["max_pixels"])
+        cv2.setNumThreads(1)  # instances run in parallel; OpenCV's own threads would fight them
+        keep_freed_buffers()  # per-request arrays of several MB: no page faults on each request
+
+    def execute(self, requests):
+        return respond_each(requests, self._preprocess, pb_utils)
+
+    def _preprocess(self, request):
+        images = pb_utils.get_input_tensor_by_name(request, ENSEMBLE_INPUT).as_numpy().reshape(-1)
+        inputs, affines = preprocess_batch(images.tolist(), self.input_size, self.max_pixels)
+        return [pb_utils.Tensor(ENGINE_INPUT, inputs), pb_utils.Tensor(AFFINE, affines)]
