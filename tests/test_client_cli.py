@@ -1,5 +1,4 @@
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from tritonclient.utils import InferenceServerException
 
 from rtmo_triton import spec
 from rtmo_triton.client import cli, transport
+from rtmo_triton.harness.server import free_port
 
 from .client_fakes import FakeResult
 
@@ -143,12 +143,6 @@ def test_no_path_exits_2(capsys):
     with pytest.raises(SystemExit) as exc:
         run_cli()
     assert exc.value.code == 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

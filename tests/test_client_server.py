@@ -3,19 +3,13 @@
 The stand-in follows the ensemble's public contract (names from spec, BYTES
 [B, 1] in, padded outputs, an error for undecodable images) with people that
 depend only on the image, so both protocols' wire formats and the error
-isolation are checked without the real model. Skipped where no server binary
-is installed.
+isolation are checked without the real model.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -23,7 +17,11 @@ import numpy as np
 import pytest
 
 from rtmo_triton import spec
-from rtmo_triton.client import ModelNotReady, ServerUnavailable, check_ready, connect, infer, infer_images
+from rtmo_triton.client import ModelNotReady, check_ready, connect, infer, infer_images
+from rtmo_triton.harness.server import TritonServer
+from rtmo_triton.serve.tritonserver import command
+
+from .served import require_server
 
 pytestmark = pytest.mark.server
 
@@ -84,79 +82,21 @@ instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _server_files() -> tuple[Path, Path, Path] | None:
-    spec_ = importlib.util.find_spec("pytriton")
-    if spec_ is None or not spec_.submodule_search_locations:
-        return None
-    base = Path(next(iter(spec_.submodule_search_locations))) / "tritonserver"
-    binary = base / "bin" / "tritonserver"
-    stub = base / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" / \
-        "triton_python_backend_stub"
-    backend = base / "backends" / "python"
-    return (binary, stub, backend) if binary.exists() and stub.exists() and backend.exists() else None
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    files = _server_files()
-    if files is None:
-        pytest.skip("no tritonserver binary (pip install nvidia-pytriton)")
-    binary, stub, backend = files
+    require_server()
     root = tmp_path_factory.mktemp("triton")
-    backends = root / "backends" / "python"
-    shutil.copytree(backend, backends)  # a private copy with the stub: the installed wheel stays untouched
-    shutil.copy2(stub, backends)
     model = root / "models" / spec.ENSEMBLE_NAME
     (model / "1").mkdir(parents=True)
     fmt = {"name": spec.ENSEMBLE_NAME, "input": spec.ENSEMBLE_INPUT, "o": spec.ENSEMBLE_OUTPUTS,
            "names": spec.ENSEMBLE_OUTPUTS, "j": spec.NUM_KEYPOINTS}
     (model / "config.pbtxt").write_text(CONFIG.format(**fmt))
     (model / "1" / "model.py").write_text(MODEL.format(**fmt))
-    http, grpc = _free_port(), _free_port()
-    venv_bin = str(Path(sys.executable).parent)
-    env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '')}",
-               VIRTUAL_ENV=str(Path(venv_bin).parent),
-               LD_LIBRARY_PATH=str(binary.parents[3] / "nvidia_pytriton.libs"))  # the stub's own libs
-    log = open(root / "server.log", "w")  # closed at teardown
-    proc = subprocess.Popen(
-        [str(binary), "--model-repository", str(root / "models"),
-         "--backend-directory", str(root / "backends"),
-         "--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1", "--http-port", str(http),
-         "--grpc-port", str(grpc), "--allow-metrics", "false"],
-        stdout=log, stderr=subprocess.STDOUT, env=env)
-    urls = {"http": f"127.0.0.1:{http}", "grpc": f"127.0.0.1:{grpc}"}
-    try:
-        _wait_until_ready(proc, urls["http"], root / "server.log")
-        yield urls
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def _wait_until_ready(proc: subprocess.Popen, url: str, log: Path, limit_s: float = 60) -> None:
-    client = connect(url, "http")
-    deadline = time.monotonic() + limit_s
-    try:
-        while True:
-            try:
-                check_ready(client, "http")
-                return
-            except (ServerUnavailable, ModelNotReady) as exc:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"tritonserver did not come up: {exc}\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-    finally:
-        client.close()
+    argv, env = command([])
+    # the stand-in carries no packages: it imports numpy from this test's virtualenv
+    env = dict(env, VIRTUAL_ENV=sys.prefix, PATH=f"{Path(sys.executable).parent}:{env['PATH']}")
+    with TritonServer(root / "models", log_path=root / "server.log", launch=(argv, env)) as triton:
+        yield {"http": triton.http_url, "grpc": triton.grpc_url}
 
 
 def png(fill: int, w: int, h: int) -> bytes:
