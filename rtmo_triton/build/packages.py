@@ -27,12 +27,11 @@ TORCH_ENGINE = "rtmo_engine_torch"
 CONTAINER_PYTHON = "3.10"
 """The interpreter of NVIDIA's ``tritonserver:24.10-py3`` container (deploy/docker/)."""
 
-_NUMPY = "numpy==1.26.4"
+_NUMPY, _OPENCV = "numpy==1.26.4", "opencv-python-headless==4.11.0.86"
 SERVED_PACKAGES: dict[str, tuple[str, ...]] = {
-    spec.PREPROCESS_NAME: (_NUMPY, "opencv-python-headless==4.11.0.86", "pillow==12.1.1",
-                           "simplejpeg==1.9.0"),
+    spec.PREPROCESS_NAME: (_NUMPY, _OPENCV, "pillow==12.1.1", "simplejpeg==1.9.0"),
     spec.ENGINE_NAME: (_NUMPY, "onnxruntime==1.23.2"),
-    spec.DECODE_NAME: (_NUMPY,),
+    spec.DECODE_NAME: (_NUMPY, _OPENCV),  # OpenCV's NMS
     TORCH_ENGINE: (),
 }
 """Pinned, each available as a wheel for CPython 3.10-3.12, and only what the model imports
