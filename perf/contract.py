@@ -6,11 +6,24 @@ from collections.abc import Callable
 import numpy as np
 
 from rtmo_triton import spec
+from rtmo_triton.client.evaluate import served_parameters
 from rtmo_triton.client.people import parse_outputs
 
+KEYPOINTS = spec.ENSEMBLE_OUTPUTS[3]
 
-def contract_problem(as_numpy: Callable[[str], np.ndarray | None]) -> str | None:
-    """What in a response breaks the ensemble's contract, or None."""
+
+def served_keypoints(config: dict) -> int:
+    """Keypoints per person of the served ensemble, from its config (HTTP or gRPC JSON): the build's
+    ``keypoint_names`` parameter, else the KEYPOINTS output's dims ``[N, J, 2]``."""
+    names = served_parameters(config).get("keypoint_names")
+    if names:
+        return len(names.split(","))
+    [dims] = [o["dims"] for o in config.get("output", []) if o["name"] == KEYPOINTS]
+    return int(dims[-2])
+
+
+def contract_problem(as_numpy: Callable[[str], np.ndarray | None], num_keypoints: int) -> str | None:
+    """What in a response breaks the ensemble's contract (``num_keypoints`` per person), or None."""
     try:
         arrays = {n: as_numpy(n) for n in spec.ENSEMBLE_OUTPUTS}
         [people] = parse_outputs(arrays)
@@ -21,6 +34,6 @@ def contract_problem(as_numpy: Callable[[str], np.ndarray | None]) -> str | None
         return "non-finite values"
     if np.any(np.diff(people.scores) > 0):
         return "people not in descending score"
-    if people.keypoints.shape[1] != spec.NUM_KEYPOINTS:
-        return f"{people.keypoints.shape[1]} keypoints, expected {spec.NUM_KEYPOINTS}"
+    if people.keypoints.shape[1] != num_keypoints:
+        return f"{people.keypoints.shape[1]} keypoints, the served model has {num_keypoints}"
     return None

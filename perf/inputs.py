@@ -1,8 +1,7 @@
 """The benchmark's real JPEG inputs, and perf_analyzer ``--input-data`` files made from them.
 
-Photos are the fixture images when ``../shared`` exists, else the bundled
-sample; each is resized to the benchmark sizes (landscape, the aspect ratio
-of most cameras) and encoded at quality 90.
+One CrowdPose fixture photo (a crowd, as the served model is for), resized to each benchmark size
+(landscape, the aspect ratio of most cameras) and encoded at quality 90.
 """
 from __future__ import annotations
 
@@ -17,25 +16,15 @@ import numpy as np
 from rtmo_triton import spec
 
 ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT / "tests" / "fixtures" / "images" / "crowdpose" / "103319.jpg"
 SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1280, 720), (1920, 1080))
 JPEG_QUALITY = 90
-PHOTO_CANDIDATES = (
-    ROOT.parent / "shared" / "fixtures" / "images" / "crowdpose",
-    ROOT.parent / "shared" / "fixtures" / "images" / "coco",
-    ROOT / "samples",
-)
-
-
-def source_photo() -> np.ndarray:
-    for folder in PHOTO_CANDIDATES:
-        files = sorted(folder.glob("*.jpg"))
-        if files:
-            return cv2.imread(str(files[0]), cv2.IMREAD_COLOR)
-    raise FileNotFoundError(f"no JPEG in any of {', '.join(map(str, PHOTO_CANDIDATES))}")
 
 
 def benchmark_jpegs() -> dict[tuple[int, int], bytes]:
-    photo = source_photo()
+    photo = cv2.imread(str(PHOTO), cv2.IMREAD_COLOR)
+    if photo is None:
+        raise FileNotFoundError(PHOTO)
     return {
         (w, h): cv2.imencode(".jpg", cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA),
                              [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
@@ -53,31 +42,27 @@ def tensor_element(array: np.ndarray) -> dict:
 
 
 def write_input_data(out_dir: Path, engine_onnx: Path | None = None) -> dict[str, dict[str, Path]]:
-    """``{size label: {model: json path}}`` for the ensemble and, given the ONNX, each composing model."""
-    from rtmo_triton.preprocess import preprocess
+    """``{size label: {model: json path}}`` for the ensemble and, given the ONNX, each composing model
+    (the engine's input and the decoder's inputs are what the served stages hand on for that JPEG)."""
+    from rtmo_triton.build.export import onnx_metadata
+    from rtmo_triton.served.onnx_engine import OnnxEngine
+    from rtmo_triton.served.preprocess import preprocess
 
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict[str, Path]] = {}
-    session = None
-    if engine_onnx is not None:
-        from rtmo_triton.export import onnx_metadata
-        from rtmo_triton.serving.onnx_engine import OnnxEngine
-
-        size = int(onnx_metadata(engine_onnx)["input_size"])
-        session = OnnxEngine(engine_onnx)
+    session = OnnxEngine(engine_onnx) if engine_onnx is not None else None
+    size = int(onnx_metadata(engine_onnx)["input_size"]) if engine_onnx is not None else 0
     for (w, h), data in benchmark_jpegs().items():
         label = f"{w}x{h}"
         made = files[label] = {}
-        made[spec.ENSEMBLE_NAME] = _dump(out_dir / f"{spec.ENSEMBLE_NAME}_{label}.json",
-                                         {spec.ENSEMBLE_INPUT: bytes_element(data)})
-        made[spec.PREPROCESS_NAME] = made[spec.ENSEMBLE_NAME]
+        made[spec.ENSEMBLE_NAME] = made[spec.PREPROCESS_NAME] = _dump(
+            out_dir / f"{spec.ENSEMBLE_NAME}_{label}.json", {spec.ENSEMBLE_INPUT: bytes_element(data)})
         if session is None:
             continue
         x, affine = preprocess(data, size, spec.DEFAULT_MAX_PIXELS)
         made[spec.ENGINE_NAME] = _dump(out_dir / f"{spec.ENGINE_NAME}_{label}.json",
                                        {spec.ENGINE_INPUT: tensor_element(x)})
-        outputs = session.run(x[None])
-        decode_in = {n: tensor_element(v[0]) for n, v in outputs.items()}
+        decode_in = {n: tensor_element(v[0]) for n, v in session.run(x[None]).items()}
         decode_in[spec.AFFINE] = tensor_element(affine)
         made[spec.DECODE_NAME] = _dump(out_dir / f"{spec.DECODE_NAME}_{label}.json", decode_in)
     return files

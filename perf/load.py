@@ -1,17 +1,16 @@
-"""``make load``: start a server, run the locustfile headless against it, stop the server.
+"""``make load``: start a server, run perf/locustfile.py headless against it, stop the server.
 
-    python perf/load.py [--users 4] [--spawn-rate 2] [--duration 60s] [--out reports/load]
+    python -m perf.load [--users 4] [--spawn-rate 2] [--duration 60s] [--out reports/load]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rtmo_triton.serving.server import TritonServer, exit_on_sigterm  # noqa: E402
+from rtmo_triton.harness.server import TritonServer, exit_on_sigterm
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUST = ROOT / ".tools" / "bin" / "locust"
@@ -36,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
                "-t", args.duration, "--csv", str(args.out / "locust"),
                "--html", str(args.out / "locust.html"), "--only-summary"]
         print("$ " + " ".join(cmd), flush=True)
-        code = subprocess.run(cmd).returncode
+        # locust runs in its own venv (.tools/locust) and imports the locustfile by path: `perf` from here
+        code = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode
     print(f"locust reports: {args.out}/locust_stats.csv, {args.out}/locust.html (exit {code})")
     return code
 

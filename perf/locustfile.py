@@ -1,28 +1,22 @@
 """Load test of the `rtmo` ensemble over HTTP: real JPEGs in, every response checked against the contract.
 
-Requests are built once per image with tritonclient (binary tensor
-extension, so JPEG bytes travel unencoded) and posted by locust's HTTP
-client; responses are parsed by tritonclient and checked by the same
-``parse_outputs`` the project's client uses, plus checks that scores descend and
-values are finite. A response that breaks the contract counts as a failure.
-
-    locust -f perf/locustfile.py --headless -H http://127.0.0.1:8000 -u 8 -r 2 -t 60s
+Requests are built once per image with tritonclient (binary tensor extension: JPEG bytes unencoded) and
+posted by locust; a response that ``perf.contract`` finds at fault (against the keypoint count the served
+config declares, read at the start) counts as a failure. ``make load`` (``python -m perf.load``) runs it.
 """
 from __future__ import annotations
 
+import json
 import random
-import sys
-from pathlib import Path
+import urllib.request
 
 import numpy as np
 import tritonclient.http as httpclient
-from locust import HttpUser, constant, task
+from locust import HttpUser, constant, events, task
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from perf.contract import contract_problem  # noqa: E402
-from perf.inputs import benchmark_jpegs  # noqa: E402
-from rtmo_triton import spec  # noqa: E402
+from perf.contract import contract_problem, served_keypoints
+from perf.inputs import benchmark_jpegs
+from rtmo_triton import spec
 
 
 def request_body(jpeg: bytes) -> tuple[bytes, int]:
@@ -31,11 +25,18 @@ def request_body(jpeg: bytes) -> tuple[bytes, int]:
     tensor = httpclient.InferInput(spec.ENSEMBLE_INPUT, [1, 1], "BYTES")
     tensor.set_data_from_numpy(data, binary_data=True)
     outputs = [httpclient.InferRequestedOutput(n, binary_data=True) for n in spec.ENSEMBLE_OUTPUTS]
-    body, json_size = httpclient.InferenceServerClient.generate_request_body([tensor], outputs)
-    return body, json_size
+    return httpclient.InferenceServerClient.generate_request_body([tensor], outputs)
 
 
 BODIES = {f"{w}x{h}": request_body(jpeg) for (w, h), jpeg in benchmark_jpegs().items()}
+SERVED: dict[str, int] = {}
+"""What the served model declares; a test whose config could not be read fails every request."""
+
+
+@events.test_start.add_listener
+def read_served_config(environment, **_) -> None:
+    with urllib.request.urlopen(f"{environment.host}/v2/models/{spec.ENSEMBLE_NAME}/config", timeout=10) as r:
+        SERVED["keypoints"] = served_keypoints(json.load(r))
 
 
 class RtmoUser(HttpUser):
@@ -54,6 +55,6 @@ class RtmoUser(HttpUser):
             length = response.headers.get("Inference-Header-Content-Length")
             result = httpclient.InferResult.from_response_body(
                 response.content, header_length=int(length) if length else None)
-            problem = contract_problem(result.as_numpy)
+            problem = contract_problem(result.as_numpy, SERVED["keypoints"])
             if problem:
                 response.failure(problem)

@@ -1,32 +1,35 @@
 """``make perf``: perf_analyzer against `rtmo` and each composing model, on a server it starts itself.
 
-For every benchmark image size the ensemble and the preprocess model get a
-concurrency sweep; the engine and the decoder see the same tensors whatever
-the image size (a 640×640 input, K candidates), so they are swept once on
-the 640×480 image's tensors. Each run writes perf_analyzer's CSV and the
-server's statistics around it (``/v2/models/stats``), which the report
-turns into time per stage.
+The ensemble and the preprocess model are swept at every benchmark image size; the engine and the
+decoder see the same tensors whatever the size (640×640 in, K candidates out), so once, on the 640×480
+image's. Each run writes perf_analyzer's CSV and the server's statistics around it, which the report
+turns into time per stage; server_start.json records the start time, machine, versions and model.
 
-    python perf/perf_sweep.py [--concurrency 1,2,4] [--out reports/perf]
+    python -m perf.perf_sweep [--concurrency 1,2,4] [--out reports/perf]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import subprocess
 import sys
 import urllib.request
+from importlib.metadata import distributions
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
 
-from perf.inputs import write_input_data  # noqa: E402
-from rtmo_triton import spec  # noqa: E402
-from rtmo_triton.serving.configs import engine_onnx  # noqa: E402
-from rtmo_triton.serving.server import TritonServer, exit_on_sigterm  # noqa: E402
+from perf.inputs import write_input_data
+from rtmo_triton import spec
+from rtmo_triton.build.configs import engine_onnx
+from rtmo_triton.harness.server import TritonServer, exit_on_sigterm
 
 ROOT = Path(__file__).resolve().parents[1]
 PERF_ANALYZER = ROOT / ".tools" / "bin" / "perf_analyzer"
+MODELS = (spec.ENSEMBLE_NAME, spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME)
 
 
 def server_stats(server: TritonServer) -> dict:
@@ -57,13 +60,28 @@ def sweep(server: TritonServer, model: str, input_data: Path, levels: list[int],
         if code != 0 or not part.exists():
             failures += 1
             continue
-        lines = part.read_text().splitlines()
-        header = lines[0]
-        rows += lines[1:]
+        header, *lines = part.read_text().splitlines()
+        rows += lines
         part.unlink()
     if header:
         csv.write_text("\n".join([header, *rows]) + "\n")
     return failures
+
+
+def run_facts(repo: Path) -> dict[str, str]:
+    """What the figures depend on, recorded when they are measured."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    installed = {d.metadata["Name"].lower(): d.version for d in distributions()}
+    dists = ("nvidia-pytriton", "tritonclient", "onnxruntime", "opencv-python-headless", "simplejpeg")
+    config = text_format.Parse((repo / spec.ENSEMBLE_NAME / "config.pbtxt").read_text(), mc.ModelConfig())
+    p = {k: v.string_value for k, v in config.parameters.items()}
+    weights = "random weights" if p.get("random_weights") == "true" else p.get("checkpoint", "?")
+    return {"machine": f"{cpu}, {os.cpu_count()} cores, {platform.platform()}, "
+                       f"Python {platform.python_version()}",
+            "versions": ", ".join(f"{d} {installed[d]}" for d in (*dists, "numpy") if d in installed),
+            "model": f"RTMO-{p['variant']} {p['input_size']}px, {p['keypoint_dataset']} keypoints, "
+                     f"K={p['topk']}, engine {p['engine_flavour']}, {weights}"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window-requests", type=int, default=24,
                    help="requests per measurement window for the ensemble and the engine (4x for the rest)")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "perf")
-    p.add_argument("--models", default=",".join((spec.ENSEMBLE_NAME, spec.PREPROCESS_NAME, spec.ENGINE_NAME,
-                                                 spec.DECODE_NAME)))
+    p.add_argument("--models", default=",".join(MODELS))
     args = p.parse_args(argv)
     exit_on_sigterm()
     if not PERF_ANALYZER.exists():
@@ -86,25 +103,24 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     onnx = engine_onnx(args.model_repository)
     inputs = write_input_data(args.out / "inputs", onnx if onnx.exists() else None)
-    models = args.models.split(",")
     levels = [int(c) for c in args.concurrency.split(",")]
     failures = 0
     with TritonServer(args.model_repository, log_path=args.out / "tritonserver.log") as server:
         print(f"tritonserver ready in {server.start_seconds:.2f} s", flush=True)
-        (args.out / "server_start.json").write_text(json.dumps({"start_seconds": server.start_seconds}))
+        (args.out / "server_start.json").write_text(json.dumps(
+            {"start_seconds": server.start_seconds, **run_facts(args.model_repository)}, indent=1))
         for label, files in inputs.items():
-            for model in models:
+            for model in args.models.split(","):
                 per_size = model in (spec.ENSEMBLE_NAME, spec.PREPROCESS_NAME)
                 if model not in files or (not per_size and label != next(iter(inputs))):
                     continue
                 stem = f"{model}_{label}" if per_size else model
                 before = server_stats(server)
                 slow = model in (spec.ENSEMBLE_NAME, spec.ENGINE_NAME)
-                code = sweep(server, model, files[model], levels, args.out / f"{stem}.csv",
-                             args.window_requests * (1 if slow else 4))
+                failures += sweep(server, model, files[model], levels, args.out / f"{stem}.csv",
+                                  args.window_requests * (1 if slow else 4))
                 after = server_stats(server)
                 (args.out / f"{stem}.stats.json").write_text(json.dumps({"before": before, "after": after}))
-                failures += code
     print(f"perf_analyzer results in {args.out} ({failures} failed runs)")
     return 1 if failures else 0
 

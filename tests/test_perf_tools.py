@@ -4,12 +4,16 @@ import json
 import struct
 
 import numpy as np
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
 
-from perf.analyze import choose, ensemble_summary, measurements
-from perf.contract import contract_problem
+from perf.analyze import choose, measurements, summary
+from perf.contract import contract_problem, served_keypoints
 from perf.inputs import bytes_element
 from perf.report import stage_times
+from perf.served_vs_bare import served_threads
 from rtmo_triton import spec
+from rtmo_triton.served.cpus import engine_threads
 
 
 def test_bytes_input_is_tritons_serialized_form():
@@ -28,15 +32,29 @@ def response(n_people=2, scores=(0.9, 0.5), j=spec.NUM_KEYPOINTS):
 
 
 def test_contract_accepts_a_good_response_and_names_bad_ones():
-    assert contract_problem(response().get) is None
-    assert "descending" in contract_problem(response(scores=(0.5, 0.9)).get)
+    coco = spec.NUM_KEYPOINTS
+    assert contract_problem(response().get, coco) is None
+    assert "descending" in contract_problem(response(scores=(0.5, 0.9)).get, coco)
     bad = response()
     bad["BOXES"][0, 0, 0] = np.nan
-    assert contract_problem(bad.get) == "non-finite values"
+    assert contract_problem(bad.get, coco) == "non-finite values"
     missing = response()
     del missing["SCORES"]
-    assert "SCORES" in contract_problem(missing.get)
-    assert "keypoints" in contract_problem(response(j=14).get)
+    assert "SCORES" in contract_problem(missing.get, coco)
+    assert "keypoints" in contract_problem(response(j=14).get, coco)
+
+
+def test_contract_takes_the_keypoint_count_from_the_served_config():
+    """A CrowdPose model (14 keypoints) keeps the contract; its count comes from the config's names,
+    or from the KEYPOINTS output's dims when the names are absent."""
+    crowdpose = spec.KEYPOINT_SETS[14]
+    http = {"parameters": {"keypoint_names": {"string_value": ",".join(crowdpose.names)}}}
+    assert served_keypoints(http) == 14
+    assert contract_problem(response(j=14).get, served_keypoints(http)) is None
+    assert "keypoints" in contract_problem(response().get, served_keypoints(http))
+    dims_only = {"output": [{"name": "BOXES", "dims": [-1, 4]},
+                            {"name": "KEYPOINTS", "dims": ["-1", "17", "2"]}]}
+    assert served_keypoints(dims_only) == 17
 
 
 def test_choice_prefers_fewer_instances_when_nearly_as_fast():
@@ -51,37 +69,53 @@ def test_choice_prefers_fewer_instances_when_nearly_as_fast():
     assert choose(rows)["m"]["instances"] == 2
 
 
-def test_ensemble_search_rows_carry_each_composing_setting(tmp_path):
-    def config(name, count, batch, **extra):
-        return {"name": name, "instanceGroup": [{"count": count, "kind": "KIND_CPU"}], "maxBatchSize": batch,
-                **extra}
+def write_config(folder, name, count, batch, delay_us=0, threads=None):
+    config = mc.ModelConfig(name=name, max_batch_size=batch)
+    config.instance_group.add(count=count, kind=mc.ModelInstanceGroup.KIND_CPU)
+    if delay_us:
+        config.dynamic_batching.max_queue_delay_microseconds = delay_us
+    if threads is not None:
+        config.parameters["intra_op_threads"].string_value = threads
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    (folder / name / "config.pbtxt").write_text(text_format.MessageToString(config))
 
-    def trial(ensemble_batch, engine_count, throughput):
-        delay = {"maxQueueDelayMicroseconds": "2000"}
-        threads = {"intra_op_threads": {"stringValue": "1"}}
-        composing = [config(spec.PREPROCESS_NAME, 2, 8, dynamicBatching=delay),
-                     config(spec.ENGINE_NAME, engine_count, 4, parameters=threads),
-                     config(spec.DECODE_NAME, 1, 2)]
-        run = {"_model_run_configs": [{
-            "_model_config_variant": {"model_config": {"name": "rtmo", "maxBatchSize": ensemble_batch}},
-            "_composing_config_variants": [{"model_config": c} for c in composing]}]}
-        measured = {"_model_config_measurements": [{
-            "_model_specific_pa_params": {"concurrency-range": 4},
-            "_non_gpu_data": [["perf_throughput", {"_value": throughput}],
-                              ["perf_latency_p99", {"_value": 900}]]}]}
-        return [run, {"cmd": measured}]
 
-    ckpt = tmp_path / "0.ckpt"
-    ckpt.write_text(json.dumps({"ResultManager.results": {"_results": {spec.ENSEMBLE_NAME: {
-        "rtmo_config_default": trial(8, 2, 6.4), "rtmo_config_3": trial(2, 1, 3.5)}}}}))
-    rows = measurements(ckpt)
-    assert [r["max_batch"] for r in rows] == [8, 2]
-    engine = rows[1]["composing"][spec.ENGINE_NAME]
-    assert engine == {"instances": 1, "max_batch": 4, "max_queue_delay_us": 0, "intra_op_threads": 1}
-    assert rows[0]["composing"][spec.PREPROCESS_NAME]["max_queue_delay_us"] == 2000
-    assert choose(rows) == {}, "ensemble trials must not become a composing model's tuned setting"
-    text = ensemble_summary(rows)
-    assert "engine 1×b4 1 thr" in text and "Best trial: rtmo_config_default at 6.40" in text
+def test_results_rows_carry_each_configs_settings_and_each_composing_setting(tmp_path):
+    """model-analyzer's exported CSV names the configs; their settings come from its output repository."""
+    configs = tmp_path / "output_models"
+    write_config(configs, "rtmo_engine_config_0", 2, 8, threads="1")
+    write_config(configs, "rtmo_engine_config_1", 1, 8, delay_us=20000, threads="0")
+    write_config(configs, "rtmo_preprocess_config_0", 2, 8, delay_us=2000)
+    write_config(configs, "rtmo_decode_config_0", 1, 2)
+    write_config(configs, "rtmo_config_default", 1, 8)
+    write_config(configs, "rtmo_config_3", 1, 2)
+    csv_path = tmp_path / "metrics-model-inference.csv"
+    composing = "rtmo_preprocess_config_0, rtmo_engine_config_1, rtmo_decode_config_0"
+    csv_path.write_text(
+        "Model,Batch,Concurrency,Model Config Path,Instance Group,Max Batch Size,Satisfies Constraints,"
+        "Throughput (infer/sec),p99 Latency (ms)\n"
+        "rtmo_engine,1,2,rtmo_engine_config_0,2:CPU,8,Yes,5.4,415.9\n"
+        "rtmo_engine,1,2,rtmo_engine_config_1,1:CPU,8,Yes,4.8,461.9\n"
+        f'rtmo,1,4,"rtmo_config_default: {composing}","2:CPU,1:CPU,1:CPU","8,8,2",Yes,6.4,900\n'
+        f'rtmo,1,4,"rtmo_config_3: {composing}","2:CPU,1:CPU,1:CPU","8,8,2",Yes,3.5,900\n')
+    rows = measurements(csv_path, configs)
+    assert [r["max_batch"] for r in rows] == [8, 8, 8, 2]
+    assert {k: rows[0][k] for k in ("instances", "max_queue_delay_us", "intra_op_threads")} == \
+        {"instances": 2, "max_queue_delay_us": 0, "intra_op_threads": 1}
+    engine = rows[3]["composing"]["rtmo_engine_config_1"]
+    assert engine == {"instances": 1, "max_batch": 8, "max_queue_delay_us": 20000, "intra_op_threads": 0}
+    assert rows[2]["composing"]["rtmo_preprocess_config_0"]["max_queue_delay_us"] == 2000
+    engine_choice = {"instances": 2, "max_queue_delay_us": 0, "max_batch": 8, "intra_op_threads": 1}
+    assert choose(rows) == {spec.ENGINE_NAME: engine_choice}, "ensemble trials are not tuned settings"
+    text = summary([r for r in rows if r["model"] == spec.ENSEMBLE_NAME], "ensemble")
+    assert "engine 1×b8 0 thr 20000µs" in text and "Best trial: rtmo_config_default at 6.40" in text
+
+
+def test_bare_engine_threads_follow_the_served_config(tmp_path):
+    """``auto`` resolves as the served engine resolves it; a TensorRT engine config has no threads."""
+    for threads, expected in (("auto", engine_threads(2)), ("3", 3), (None, 0)):
+        write_config(tmp_path, spec.ENGINE_NAME, 2, 8, threads=threads)
+        assert served_threads(tmp_path) == expected
 
 
 def test_stage_times_from_server_statistics(tmp_path):
