@@ -121,27 +121,45 @@ def test_concurrent_requests_are_batched(server, images, protocol):
     assert max(after["batch_sizes"]) > 1
 
 
+def corrupt(data: bytes, start: int, length: int = 64) -> bytes:
+    """``data`` with ``length`` bytes from ``start`` zeroed: the header survives, the pixels do not."""
+    return data[:start] + bytes(length) + data[start + length:]
+
+
 BAD = {
-    "garbage": (b"definitely not an image", "not a decodable image"),
+    "garbage (Pillow)": (b"definitely not an image", "not a decodable image"),
     "empty": (b"", "empty image"),
     "too large": (png_header(60_000, 60_000), "exceeds the limit"),
     "truncated": (None, "could not be decoded|not a decodable image"),
+    "corrupt PNG data (OpenCV)": (None, "could not be decoded"),
+    "corrupt WebP data (OpenCV)": (None, "could not be decoded"),
+    "wider than libpng allows (OpenCV)": (png_header(2_000_000, 2), "could not be decoded"),
 }
+"""Each fails in another decoding library, after the header checks where the name says so."""
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_bad_images_fail_alone(server, refs, images, protocol):
     bad = dict(BAD)
     bad["truncated"] = (images[0][: len(images[0]) // 2], bad["truncated"][1])
+    png = images[1]
+    webp = cv2.imencode(".webp", refs[0]["img_bgr"])[1].tobytes()
+    for name, data in (("corrupt PNG data (OpenCV)", corrupt(png, png.find(b"IDAT") + 8)),
+                       ("corrupt WebP data (OpenCV)", corrupt(webp, 40, len(webp) - 40))):
+        bad[name] = (data, bad[name][1])
     requests, expect = [], []
     for i, (data, message) in enumerate(bad.values()):
-        requests += [[images[i]], [data]]
-        expect += [i, message]
-    client = connect(server.url(protocol), protocol, concurrency=8)
+        requests += [[images[i % len(images)]], [data]]
+        expect += [i % len(images), message]
+    before = model_stats(server, spec.PREPROCESS_NAME)
+    client = connect(server.url(protocol), protocol, concurrency=len(requests))
     try:
-        outcomes = run_requests(client, protocol, spec.ENSEMBLE_NAME, requests, concurrency=8)
+        outcomes = run_requests(client, protocol, spec.ENSEMBLE_NAME, requests, concurrency=len(requests),
+                                retries=0)
     finally:
         client.close()
+    after = model_stats(server, spec.PREPROCESS_NAME)
+    assert after["executions"] - before["executions"] < len(requests), "no bad image shared a batch"
     for outcome, want in zip(outcomes, expect, strict=True):
         if isinstance(want, int):
             assert outcome.error is None, f"a good image failed beside a bad one: {outcome.error}"
@@ -149,6 +167,8 @@ def test_bad_images_fail_alone(server, refs, images, protocol):
         else:
             assert outcome.error is not None
             assert any(m in str(outcome.error) for m in want.split("|")), str(outcome.error)
+            status = str(outcome.error.status())
+            assert status in ("400", "StatusCode.INVALID_ARGUMENT"), f"a bad image is the client's: {status}"
     assert server.process.poll() is None
     assert infer(server.url(protocol), protocol, images[:1])[0].ok, "server unusable after bad inputs"
 
