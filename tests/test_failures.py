@@ -1,0 +1,203 @@
+"""Failure isolation against a real server: a crashed stub heals itself while health says so, and
+overload is refused early as busy; plus the per-request error rule of the Python models."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import cv2
+import pytest
+
+from rtmo_triton import spec
+from rtmo_triton.client import connect, infer
+from rtmo_triton.client.transport import run_requests
+from rtmo_triton.harness.server import free_port
+from rtmo_triton.serve.guard import live_stubs
+from rtmo_triton.served.image_io import ImageError
+from rtmo_triton.served.respond import respond_each
+
+from .golden import OUTPUT_FILES, load_output
+from .served import build_fixture_repository, require_server
+
+RECOVERY_LIMIT_S = 30
+
+
+class _Triton:
+    """The two names of triton_python_backend_utils that ``respond_each`` uses, for a unit test."""
+
+    class TritonError:
+        INVALID_ARG, INTERNAL = "INVALID_ARG", "INTERNAL"
+
+        def __init__(self, message, code):
+            self.message, self.code = message, code
+
+    class InferenceResponse:
+        def __init__(self, tensors=None, error=None):
+            self.tensors, self.error = tensors, error
+
+
+def test_any_exception_is_its_own_requests_error():
+    def handle(request):
+        if request == "bad image":
+            raise ImageError("not a decodable image")
+        if request == "library bug":
+            raise cv2.error("(-215:Assertion failed) in imdecode")
+        return [request]
+
+    out = respond_each(["a", "bad image", "b", "library bug", "c"], handle, _Triton)
+    assert [r.tensors for r in out] == [["a"], None, ["b"], None, ["c"]]
+    assert (out[1].error.code, out[1].error.message) == ("INVALID_ARG", "not a decodable image")
+    assert out[3].error.code == "INTERNAL" and out[3].error.message.startswith("error: (-215")
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+    except OSError:
+        return 0, {}
+
+
+@pytest.fixture(scope="module")
+def images():
+    refs = [load_output(p) for p in OUTPUT_FILES[:4]]
+    return [cv2.imencode(".jpg", r["img_bgr"])[1].tobytes() for r in refs]
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """``rtmo-serve`` (tritonserver + health guard) on free loopback ports."""
+    require_server()
+    tmp = tmp_path_factory.mktemp("guarded")
+    repo = build_fixture_repository(tmp / "repo", "--topk", "50")
+    ports = {name: free_port() for name in ("http", "grpc", "metrics", "health")}
+    log = open(tmp / "rtmo-serve.log", "wb")  # noqa: SIM115 - closed at teardown
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rtmo_triton.serve.cli", "--model-repository", str(repo),
+         *(f"--{name}-port={port}" for name, port in ports.items())], stdout=log, stderr=subprocess.STDOUT)
+    health = f"http://127.0.0.1:{ports['health']}"
+    try:
+        deadline = time.monotonic() + 180
+        while _get(f"{health}/ready")[0] != 200:
+            log_text = (tmp / "rtmo-serve.log").read_text()
+            assert process.poll() is None and time.monotonic() < deadline, log_text
+            time.sleep(0.5)
+        yield process, ports, health
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _server_pid(serve_pid: int) -> int:
+    children = Path(f"/proc/{serve_pid}/task/{serve_pid}/children").read_text().split()
+    return int(children[0])
+
+
+@pytest.mark.server
+def test_a_killed_stub_of_each_model_is_replaced_while_traffic_flows(guarded, images):
+    process, ports, health = guarded
+    server_pid = _server_pid(process.pid)
+    url = f"127.0.0.1:{ports['grpc']}"
+    stop, results = threading.Event(), []
+
+    def load():  # a steady stream through the client's retries, as a user would send it
+        client = connect(url, "grpc")
+        while not stop.is_set():
+            results.extend(run_requests(client, "grpc", spec.ENSEMBLE_NAME, [[images[len(results) % 4]]]))
+        client.close()
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        for model in (spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME):
+            want = live_stubs(server_pid)[model]
+            victim = next(p for p in Path("/proc").iterdir() if _is_stub_of(p, model, server_pid))
+            os.kill(int(victim.name), signal.SIGKILL)
+            start, seen_unready = time.monotonic(), False
+            while True:
+                status, body = _get(f"{health}/ready")
+                seen_unready |= status == 503
+                if seen_unready and status == 200 and live_stubs(server_pid)[model] >= want:
+                    break
+                assert time.monotonic() - start < RECOVERY_LIMIT_S, \
+                    f"{model} not back: {status} {body}, seen 503: {seen_unready}"
+                time.sleep(0.2)
+            print(f"{model}: stub killed, /ready 503, back to 200 after {time.monotonic() - start:.1f} s; "
+                  f"stubs {dict(live_stubs(server_pid))}")
+            # every instance serves again: a burst without retries finds no dead one
+            client = connect(url, "grpc")
+            burst = run_requests(client, "grpc", spec.ENSEMBLE_NAME, [[i] for i in images * 2], concurrency=8,
+                                 retries=0)
+            client.close()
+            assert all(o.error is None for o in burst), [str(o.error) for o in burst if o.error][:2]
+    finally:
+        stop.set()
+        thread.join()
+    failed = [o.error for o in results if o.error is not None]
+    print(f"{len(results)} requests during three kills, {len(failed)} failed")
+    assert not failed, failed[:3]
+    assert _get(f"{health}/ready")[1]["reloads"] == {m: 1 for m in (spec.PREPROCESS_NAME, spec.ENGINE_NAME,
+                                                                      spec.DECODE_NAME)}
+
+
+def _is_stub_of(proc: Path, model: str, server_pid: int) -> bool:
+    """``proc`` is a stub of ``model`` started by our server (other servers may run beside it)."""
+    try:
+        argv = (proc / "cmdline").read_bytes().split(b"\0")
+        ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return False
+    return ppid == server_pid and argv[0].endswith(b"triton_python_backend_stub") and \
+        f"/{model}/".encode() in argv[1]
+
+
+@pytest.mark.server
+def test_restricted_apis_need_the_admin_key(guarded):
+    _, ports, _ = guarded
+    index = f"http://127.0.0.1:{ports['http']}/v2/repository/index"
+    request = urllib.request.Request(index, method="POST", data=b"")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert "restricted" in refused.value.read().decode()
+
+
+@pytest.mark.server
+def test_overload_is_refused_early_as_busy_and_retried_by_the_client(tmp_path, images):
+    """One engine instance taking one image at a time, one request waiting: of 12 concurrent
+    requests most are refused at once as busy; with the client's retries every one gets through."""
+    require_server()
+    tuned = tmp_path / "tuned.json"
+    tuned.write_text(json.dumps({spec.ENGINE_NAME: {"instances": 1, "max_batch": 1}}))
+    repo = build_fixture_repository(tmp_path / "repo", "--topk", "50", "--max-queue", "1", "--max-batch", "1",
+                                    "--tuned", str(tuned))
+    from rtmo_triton.harness.server import TritonServer
+
+    with TritonServer(repo, log_path=tmp_path / "server.log") as server:
+        client = connect(server.grpc_url, "grpc")
+        try:
+            burst = [[images[i % 4]] for i in range(12)]
+            refused = run_requests(client, "grpc", spec.ENSEMBLE_NAME, burst, concurrency=12, retries=0)
+            retried = run_requests(client, "grpc", spec.ENSEMBLE_NAME, burst, concurrency=12, retries=8)
+        finally:
+            client.close()
+        busy = [o for o in refused if o.error is not None]
+        print(f"no retries: {len(busy)} of 12 refused, in {max(o.latency_ms for o in busy):.0f} ms at most")
+        assert busy and all("Exceeds maximum queue size" in str(o.error) for o in busy)
+        assert all(str(o.error.status()) == "StatusCode.UNAVAILABLE" for o in busy)
+        assert len(busy) < 12, "the server must still serve some"
+        assert all(o.error is None for o in retried), [str(o.error) for o in retried if o.error][:2]
+        assert infer(server.http_url, "http", images[:1])[0].ok
