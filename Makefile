@@ -22,6 +22,9 @@ PRECISION ?= fp16
 OUT ?= out
 TRITONSERVER ?= $(firstword $(wildcard /opt/tritonserver/bin/tritonserver) $(VENV)/bin/rtmo-tritonserver)
 SETUP_STAMP := $(VENV)/.setup-done
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# NVIDIA's TensorRT container has TensorRT's Python module in its system interpreter: let the venv see it.
+VENV_FLAGS ?= $(shell $(PYTHON) -c "import tensorrt" >/dev/null 2>&1 && echo --system-site-packages)
 
 BUILD_FLAGS = --model-repository $(MODEL_REPOSITORY) --engine $(ENGINE) --precision $(PRECISION) \
 	$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(TOPK),--topk $(TOPK)) \
@@ -37,9 +40,12 @@ help:  ## list the targets
 
 setup: $(SETUP_STAMP)  ## .venv with torch (CPU), the package, tritonclient and a CPU tritonserver
 $(SETUP_STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@# NVIDIA's containers may lack python3-venv: fall back to virtualenv from PyPI
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV) 2>/dev/null || \
+		{ $(PYTHON) -m pip install -q virtualenv && $(PYTHON) -m virtualenv -q $(VENV_FLAGS) $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	@# the CPU build of torch (it only loads checkpoints and exports ONNX): no GBs of CUDA libraries
+	$(PY) -m pip install -q torch==2.13.0 --extra-index-url $(TORCH_INDEX)
 	$(PY) -m pip install -q -e '.[build,client,dev]' nvidia-pytriton==0.7.0
 	$(PY) -c "from rtmo_triton.serve.tritonserver import install; install()"
 	@if [ -f perf/install_tools.sh ]; then bash perf/install_tools.sh; fi

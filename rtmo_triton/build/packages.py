@@ -24,8 +24,10 @@ from ..served.bundle import PACKAGES_DIR, archive_name
 
 TORCH_ENGINE = "rtmo_engine_torch"
 """Module of the torch flavour's engine (served/models/), installed as the ``rtmo_engine`` model."""
+TRITON_CONTAINER = "nvcr.io/nvidia/tritonserver:24.10-py3"
+"""NVIDIA's serving image (deploy/docker/gpu.Dockerfile): Triton 2.51, as PyPI's server here."""
 CONTAINER_PYTHON = "3.10"
-"""The interpreter of NVIDIA's ``tritonserver:24.10-py3`` container (deploy/docker/)."""
+"""Its interpreter, which runs the Python models' stubs there."""
 
 _NUMPY, _OPENCV = "numpy==1.26.4", "opencv-python-headless==4.11.0.86"
 SERVED_PACKAGES: dict[str, tuple[str, ...]] = {

@@ -10,6 +10,7 @@ and replaces itself with the real server, so signals, exit codes and every flag 
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -25,11 +26,12 @@ class ServerNotFound(RuntimeError):
 
 
 def pytriton_root() -> Path | None:
-    try:
-        import pytriton
-    except ImportError:
+    """The server inside nvidia-pytriton, found without importing the package (whose own Python
+    dependencies a server-only install leaves out)."""
+    found = importlib.util.find_spec("pytriton")
+    if found is None or not found.submodule_search_locations:
         return None
-    return Path(pytriton.__file__).parent / "tritonserver"
+    return Path(next(iter(found.submodule_search_locations))) / "tritonserver"
 
 
 def prepare(root: Path) -> dict[str, str]:
