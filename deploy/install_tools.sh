@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Tools for deploy/: Debian packages (apt-get as root, else sudo) and one venv under .tools/.
+#   deploy/install_tools.sh kubectl    kubectl, to render deploy/k8s in `make test`; where none is
+#                                      installed, Debian's kubernetes-client (kubectl 1.20, whose
+#                                      built-in kustomize the overlays are written for too)
+#   deploy/install_tools.sh rehearse   HAProxy and .tools/rehearse (locust, tritonclient HTTP+gRPC,
+#                                      this package) for `make rehearse-scale`
+# Idempotent: what is installed already is kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LOCUST_VERSION=2.47.0
+PYTHON=${PYTHON:-python3}
+
+apt_install() {  # apt_install <package>...
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
+for what in "$@"; do
+  case "$what" in
+    kubectl)
+      command -v kubectl >/dev/null || { echo "[deploy] kubectl from Debian's kubernetes-client"
+                                         apt_install kubernetes-client; }
+      kubectl version --client 2>/dev/null | head -n1 ;;
+    rehearse)
+      command -v haproxy >/dev/null || { echo "[deploy] haproxy from Debian"; apt_install haproxy; }
+      if [ ! -x .tools/rehearse/bin/locust ]; then
+        echo "[deploy] .tools/rehearse: locust==$LOCUST_VERSION, tritonclient[http,grpc], this package"
+        "$PYTHON" -m venv .tools/rehearse
+        .tools/rehearse/bin/python -m pip install -q "locust==$LOCUST_VERSION" "tritonclient[http,grpc]" -e .
+      fi ;;
+    *) echo "usage: $0 kubectl|rehearse ..." >&2; exit 2 ;;
+  esac
+done
