@@ -33,7 +33,7 @@ BUILD_FLAGS = --model-repository $(MODEL_REPOSITORY) --engine $(ENGINE) --precis
 	$(if $(ENGINE_THREADS),--engine-threads $(ENGINE_THREADS)) $(if $(MAX_QUEUE),--max-queue $(MAX_QUEUE)) \
 	$(if $(TUNED),--tuned $(TUNED)) $(if $(PYTHONS),--pythons "$(PYTHONS)")
 
-.PHONY: help setup build-engines serve test lint demo eval clean
+.PHONY: help setup build-engines serve test lint demo eval soak overload clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -86,6 +86,13 @@ bench-video: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## rtmo-video
 rehearse-scale: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## 3 replicas behind HAProxy under locust; one killed, all restarted → reports/scale
 	bash deploy/install_tools.sh rehearse
 	$(PY) -m deploy.rehearse --model-repository $(MODEL_REPOSITORY)
+
+SOAK_MINUTES ?= 30
+soak: $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## SOAK_MINUTES of mixed image sizes: failures, latency and RSS over time (reports/soak/)
+	$(PY) -m rtmo_triton.harness.soak --model-repository $(MODEL_REPOSITORY) --minutes $(SOAK_MINUTES)
+
+overload: $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## accepted latency and busy refusals at 1x/2x/4x the sustainable concurrency
+	$(PY) -m rtmo_triton.harness.overload --model-repository $(MODEL_REPOSITORY)
 
 clean:  ## remove the built repository's models and out/ (keeps .venv and build/'s packed packages)
 	rm -rf $(OUT) $(wildcard $(MODEL_REPOSITORY)/*/)

@@ -160,3 +160,15 @@ def test_launcher_supplies_backend_directory_and_libraries():
     assert ".venv" not in env["PATH"]
     argv, _ = tritonserver.command(["--backend-directory=/mine"])
     assert argv[1:] == ["--backend-directory=/mine"]
+
+
+def test_packed_packages_are_reused_not_packed_again(tmp_path):
+    """A new checkpoint or engine rebuilds the repository, never the packages: same pins, same archive."""
+    from rtmo_triton.build.packages import packed_archive
+
+    said = []
+    first = packed_archive(spec.ENGINE_NAME, CONTAINER_PYTHON, build.DEFAULT_WORKSPACE, log=said.append)
+    stamp = first.stat().st_mtime_ns
+    again = packed_archive(spec.ENGINE_NAME, CONTAINER_PYTHON, build.DEFAULT_WORKSPACE, log=said.append)
+    assert again == first and again.stat().st_mtime_ns == stamp
+    assert "reused" in said[-1]

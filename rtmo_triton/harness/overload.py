@@ -1,0 +1,95 @@
+"""``make overload``: the served ``rtmo`` at 1x, 2x and 4x its sustainable concurrency, no client
+retries: throughput, p50/p99 of the accepted requests and the share refused as busy.
+
+Closed loop: each client sends its next request when the last one answers, after our client's
+backoff when it was refused (each refusal is counted; the client library would retry it). The
+sustainable concurrency is measured first: the smallest at which throughput reaches 95 % of the
+best seen.
+``python -m rtmo_triton.harness.overload --model-repository R [--seconds S] [--out reports/overload]``
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import spec
+from ..client import connect
+from ..client.transport import backoff_s, run_requests
+from .server import TritonServer, exit_on_sigterm
+
+FIELDS = ("clients", "multiple", "throughput_per_s", "accepted", "refused", "refused_pct", "p50_ms", "p99_ms")
+
+
+def closed_loop(url: str, image: bytes, clients: int, seconds: float) -> list:
+    """Every outcome of ``clients`` closed-loop clients over ``seconds`` (gRPC, one image per request)."""
+    outcomes, stop = [], time.monotonic() + seconds
+
+    def client_loop() -> None:
+        client, refusals = connect(url, "grpc"), 0
+        while time.monotonic() < stop:
+            [outcome] = run_requests(client, "grpc", spec.ENSEMBLE_NAME, [[image]], retries=0)
+            outcomes.append(outcome)
+            # a refused client comes back after the backoff our client library would wait
+            refusals = refusals + 1 if outcome.error is not None else 0
+            if refusals:
+                time.sleep(backoff_s(refusals - 1))
+        client.close()
+
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+def summarise(outcomes: list, clients: int, multiple: float, seconds: float) -> dict:
+    ok = [o.latency_ms for o in outcomes if o.error is None]
+    busy = [o for o in outcomes if o.error is not None and "Exceeds maximum queue size" in str(o.error)]
+    other = [o for o in outcomes if o.error is not None and o not in busy]
+    if other:
+        raise RuntimeError(f"{len(other)} requests failed for another reason than busy: {other[0].error}")
+    pct = lambda q: round(float(np.percentile(ok, q)), 1) if ok else float("nan")  # noqa: E731
+    return {"clients": clients, "multiple": multiple, "throughput_per_s": round(len(ok) / seconds, 2),
+            "accepted": len(ok), "refused": len(busy),
+            "refused_pct": round(100 * len(busy) / len(outcomes), 1), "p50_ms": pct(50), "p99_ms": pct(99)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rtmo_triton.harness.overload",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--image", type=Path, default=Path("samples/synthetic_640x480.jpg"))
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--out", type=Path, default=Path("reports/overload"))
+    args = p.parse_args(argv)
+    exit_on_sigterm()
+    image = args.image.read_bytes()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with TritonServer(args.model_repository, log_path=args.out / "tritonserver.log") as server:
+        closed_loop(server.grpc_url, image, 2, 3.0)  # warm-up
+        rates = {c: summarise(closed_loop(server.grpc_url, image, c, args.seconds), c, 0, args.seconds)
+                 ["throughput_per_s"] for c in (1, 2, 4)}
+        sustainable = min(c for c, r in rates.items() if r >= 0.95 * max(rates.values()))
+        print(f"throughput by concurrency {rates}: sustainable concurrency {sustainable}", flush=True)
+        rows = []
+        for multiple in (1, 2, 4):
+            clients = sustainable * multiple
+            outcomes = closed_loop(server.grpc_url, image, clients, args.seconds)
+            rows.append(summarise(outcomes, clients, multiple, args.seconds))
+            print("  ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)
+    with open(args.out / "overload.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {args.out / 'overload.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
