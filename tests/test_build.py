@@ -4,6 +4,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -172,3 +175,22 @@ def test_packed_packages_are_reused_not_packed_again(tmp_path):
     again = packed_archive(spec.ENGINE_NAME, CONTAINER_PYTHON, build.DEFAULT_WORKSPACE, log=said.append)
     assert again == first and again.stat().st_mtime_ns == stamp
     assert "reused" in said[-1]
+
+
+def test_a_non_editable_install_builds_a_repository(tmp_path):
+    """`pip install .` puts the served code and the shims in the package: a build from the installed
+    package, run outside the checkout, needs nothing of the checkout."""
+    root = Path(__file__).resolve().parents[1]
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheel_dir, root], check=True)
+    subprocess.run([*pip, "install", "--no-deps", "--target", target, *wheel_dir.glob("*.whl")], check=True)
+    env = dict(os.environ, PYTHONPATH=str(target))
+    code = ("import rtmo_triton, sys; from rtmo_triton.build.repository import main; "
+            f"assert rtmo_triton.__file__.startswith({str(target)!r}), rtmo_triton.__file__; "
+            f"sys.exit(main(['--model-repository', 'repo', '--engine', 'onnx', '--pythons', 'none', "
+            f"'--workspace', {str(root / 'build')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in (spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME):
+        assert (tmp_path / "repo" / name / "1" / "rtmo_triton" / "served" / "models" / f"{name}.py").is_file()
