@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -181,9 +182,13 @@ def test_a_non_editable_install_builds_a_repository(tmp_path):
     """`pip install .` puts the served code and the shims in the package: a build from the installed
     package, run outside the checkout, needs nothing of the checkout."""
     root = Path(__file__).resolve().parents[1]
-    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    source, wheel_dir, target = tmp_path / "source", tmp_path / "wheel", tmp_path / "site"
+    source.mkdir()  # setuptools builds in the source tree: a copy keeps the checkout clean
+    shutil.copy(root / "pyproject.toml", source)
+    shutil.copytree(root / "rtmo_triton", source / "rtmo_triton",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheel_dir, root], check=True)
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheel_dir, source], check=True)
     subprocess.run([*pip, "install", "--no-deps", "--target", target, *wheel_dir.glob("*.whl")], check=True)
     env = dict(os.environ, PYTHONPATH=str(target))
     code = ("import rtmo_triton, sys; from rtmo_triton.build.repository import main; "

@@ -55,7 +55,7 @@ class DecodingClient:
 @pytest.fixture
 def fake_server(monkeypatch):
     client = DecodingClient()
-    monkeypatch.setattr(transport, "make_request", lambda protocol, images, batched=True: (images, None))
+    monkeypatch.setattr(transport, "make_request", lambda protocol, images: (images, None))
     monkeypatch.setattr(cli, "connect", lambda *a, **k: client)
     return client
 

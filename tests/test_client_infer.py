@@ -16,6 +16,7 @@ from rtmo_triton.client import (
     normalize_url,
     transport,
 )
+from rtmo_triton.client.transport import BACKOFF_CAP_S, DEFAULT_RETRIES, backoff_s, is_retryable
 
 from .client_fakes import FakeResult, batched_outputs
 
@@ -63,7 +64,7 @@ class FakeClient:
 
 @pytest.fixture(autouse=True)
 def images_as_inputs(monkeypatch):
-    monkeypatch.setattr(transport, "make_request", lambda protocol, images, batched=True: (images, None))
+    monkeypatch.setattr(transport, "make_request", lambda protocol, images: (images, None))
 
 
 def counts(people):
@@ -103,10 +104,24 @@ def test_empty_image_data_is_not_sent():
 
 
 def test_transport_errors_are_not_retried_image_by_image():
+    """A refused connection is retried as it was sent (a replica may be restarting), never split up."""
     client = FakeClient(error=ConnectionRefusedError(111, "Connection refused"))
     people = infer_images(client, [b"p"] * 5, "http", batch_size=4)
     assert all("Connection refused" in p.error for p in people)
-    assert len(client.requests) == 2
+    assert sorted(map(len, client.requests)) == [1] * (DEFAULT_RETRIES + 1) + [4] * (DEFAULT_RETRIES + 1)
+
+
+def test_only_busy_or_unavailable_answers_are_retried_with_capped_backoff():
+    from tritonclient.utils import InferenceServerException
+
+    busy = InferenceServerException("in ensemble 'rtmo', Exceeds maximum queue size",
+                                    status="StatusCode.UNAVAILABLE")
+    bad = InferenceServerException("not a decodable image", status="400")
+    assert is_retryable(busy) and not is_retryable(bad)
+    dead_stub = InferenceServerException("Stub process 'rtmo_engine_0_1' is not healthy.", status="500")
+    assert is_retryable(dead_stub)
+    waits = [backoff_s(n) for n in range(12) for _ in range(50)]
+    assert 0 <= min(waits) and max(waits) <= BACKOFF_CAP_S
 
 
 def test_contract_violation_is_reported_per_request():
@@ -176,18 +191,10 @@ def test_check_ready_waits_for_a_starting_server():
     assert check_ready(Starting(), "grpc", wait_s=5).max_batch_size == 8
 
 
-def test_unbatched_model_gets_one_image_per_request_without_batch_dim(monkeypatch):
-    seen = []
-    monkeypatch.setattr(transport, "make_request",
-                        lambda protocol, images, batched=True: seen.append(batched) or (images, None))
-
-    class Unbatched(FakeClient):
-        def infer(self, model_name, inputs, outputs=None, **kwargs):
-            result = super().infer(model_name, inputs, outputs, **kwargs)
-            return FakeResult({k: v[0] for k, v in result._outputs.items()})  # no batch dim
-
-    people = infer_images(Unbatched(max_batch=0), [b"pp", b"p"], "grpc")
-    assert counts(people) == [2, 1] and seen == [False, False]
+def test_a_model_without_batch_dimension_is_refused_clearly():
+    """The contract's IMAGE is [B, 1]: a model without a batch dimension is not the rtmo ensemble."""
+    with pytest.raises(ModelNotReady, match="no batch dimension"):
+        infer_images(FakeClient(max_batch=0), [b"pp", b"p"], "grpc")
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

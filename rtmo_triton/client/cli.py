@@ -119,12 +119,11 @@ def _run(args: argparse.Namespace, files: list[ImageFile], client: Any, url: str
     except (ServerUnavailable, ModelNotReady) as exc:
         print(f"error: {url}: {exc}", file=sys.stderr)
         return EXIT_SERVER
-    max_batch = max(info.max_batch_size, 1)
+    max_batch = info.max_batch_size
     batch = min(args.batch_size or max_batch, max_batch)
     if args.batch_size and args.batch_size > max_batch:
         print(f"note: --batch-size {args.batch_size} capped at the model's max_batch_size {max_batch}",
               file=log)
-    infer_batch = batch if info.max_batch_size > 0 else None  # None: infer_images sends unbatched
     if args.out_dir:
         args.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -135,7 +134,7 @@ def _run(args: argparse.Namespace, files: list[ImageFile], client: Any, url: str
     for k in range(0, len(files), chunk):
         group = files[k:k + chunk]
         data, read_errors = _read_all(group)
-        results = infer_images(client, data, args.protocol, args.model, infer_batch, args.concurrency,
+        results = infer_images(client, data, args.protocol, args.model, batch, args.concurrency,
                                args.timeout)
         for file, image_bytes, read_error, people in zip(group, data, read_errors, results, strict=True):
             if read_error:

@@ -219,7 +219,7 @@ def run(annotation: Annotation, images_dir: Path, out: Path, *, client: Any, pro
     for k in range(0, len(todo), chunk):
         group = todo[k:k + chunk]
         data = [(images_dir / i["file_name"]).read_bytes() for i in group]
-        people = infer_images(client, data, protocol, model, batch if info.max_batch_size else None,
+        people = infer_images(client, data, protocol, model, batch,
                               concurrency, timeout_s)
         for image, p in zip(group, people, strict=True):
             if p.ok:

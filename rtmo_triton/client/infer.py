@@ -31,12 +31,9 @@ def infer_images(client: Any, images: Sequence[bytes], protocol: str,
     that round trip. ``concurrency`` bounds the requests in flight.
     """
     if batch_size is None:
-        max_batch = check_ready(client, protocol, model_name).max_batch_size
-        batched, batch_size = max_batch > 0, max(max_batch, 1)
-    else:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-        batched = True
+        batch_size = check_ready(client, protocol, model_name).max_batch_size
+    elif batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
     results: list[People | None] = [None] * len(images)
     todo = []
     for i, image in enumerate(images):
@@ -45,10 +42,10 @@ def infer_images(client: Any, images: Sequence[bytes], protocol: str,
         else:
             todo.append(i)
     requests = [todo[k:k + batch_size] for k in range(0, len(todo), batch_size)]
-    retry = _collect(results, requests, _send(client, protocol, model_name, images, requests, batched,
+    retry = _collect(results, requests, _send(client, protocol, model_name, images, requests,
                                                concurrency, timeout_s))
     singles = [[i] for request in retry for i in request]
-    _collect(results, singles, _send(client, protocol, model_name, images, singles, batched,
+    _collect(results, singles, _send(client, protocol, model_name, images, singles,
                                      concurrency, timeout_s), retry_failed=False)
     return results  # type: ignore[return-value]  # every slot is filled by now
 
@@ -65,9 +62,9 @@ def infer(url: str | None, protocol: str, images: Sequence[bytes], model_name: s
 
 
 def _send(client: Any, protocol: str, model_name: str, images: Sequence[bytes],
-          requests: list[list[int]], batched: bool, concurrency: int, timeout_s: float | None) -> list:
+          requests: list[list[int]], concurrency: int, timeout_s: float | None) -> list:
     payloads = [[images[i] for i in request] for request in requests]
-    return run_requests(client, protocol, model_name, payloads, batched, concurrency, timeout_s)
+    return run_requests(client, protocol, model_name, payloads, concurrency, timeout_s)
 
 
 def _collect(results: list[People | None], requests: list[list[int]], outcomes: list,

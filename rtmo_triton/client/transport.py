@@ -50,7 +50,6 @@ class ModelNotReady(RuntimeError):
 class ModelInfo(NamedTuple):
     name: str
     max_batch_size: int
-    """0 means the model takes no batch dimension."""
 
 
 class Outcome(NamedTuple):
@@ -138,20 +137,19 @@ def check_ready(client: Any, protocol: str, model_name: str = spec.ENSEMBLE_NAME
         if time.monotonic() >= deadline:
             raise problem
         time.sleep(0.2)
-    config = model_config(client, protocol, model_name)
-    return ModelInfo(model_name, int(config.get("max_batch_size", 0)))
+    max_batch = int(model_config(client, protocol, model_name).get("max_batch_size", 0))
+    if max_batch < 1:
+        raise ModelNotReady(f"model {model_name!r} has no batch dimension (max_batch_size 0); the rtmo "
+                            "ensemble's contract takes a batch of encoded images")
+    return ModelInfo(model_name, max_batch)
 
 
-def make_request(protocol: str, images: Sequence[bytes], batched: bool = True) -> tuple[list, list]:
+def make_request(protocol: str, images: Sequence[bytes]) -> tuple[list, list]:
     """Inputs and requested outputs for one request carrying ``images`` (shape [B, 1])."""
     module = client_module(protocol)
     data = np.empty((len(images), 1), dtype=np.object_)
     for i, image in enumerate(images):  # element-wise: never let numpy turn bytes into fixed-width 'S'
         data[i, 0] = bytes(image)
-    if not batched:
-        if len(images) != 1:
-            raise ValueError("a model without a batch dimension takes one image per request")
-        data = data[0]
     tensor = module.InferInput(spec.ENSEMBLE_INPUT, list(data.shape), "BYTES")
     tensor.set_data_from_numpy(data)
     return [tensor], [module.InferRequestedOutput(n) for n in spec.ENSEMBLE_OUTPUTS]
@@ -169,7 +167,7 @@ def backoff_s(attempt: int, rng: random.Random = random) -> float:  # type: igno
 
 
 def run_requests(client: Any, protocol: str, model_name: str, requests: Sequence[Sequence[bytes]],
-                 batched: bool = True, concurrency: int = 1, timeout_s: float | None = None, *,
+                 concurrency: int = 1, timeout_s: float | None = None, *,
                  retries: int = DEFAULT_RETRIES) -> list[Outcome]:
     """Send every request (a list of encoded images), at most ``concurrency`` in flight.
 
@@ -184,11 +182,9 @@ def run_requests(client: Any, protocol: str, model_name: str, requests: Sequence
         start, attempt = time.perf_counter(), 0
         while True:
             try:
-                inputs, outputs = make_request(protocol, images, batched)
+                inputs, outputs = make_request(protocol, images)
                 result = client.infer(model_name, inputs, outputs=outputs, **extra)
                 arrays = {n: result.as_numpy(n) for n in spec.ENSEMBLE_OUTPUTS}
-                if not batched:
-                    arrays = {n: None if a is None else a[None] for n, a in arrays.items()}
                 return Outcome(arrays, None, (time.perf_counter() - start) * 1e3)
             except Exception as exc:  # reported per request so the others' results survive
                 if attempt >= retries or not is_retryable(exc):

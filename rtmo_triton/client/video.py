@@ -154,9 +154,9 @@ class FrameSender:
     each thread gets its own.
     """
 
-    def __init__(self, url: str, protocol: str, *, model: str = spec.ENSEMBLE_NAME, batched: bool = True,
+    def __init__(self, url: str, protocol: str, *, model: str = spec.ENSEMBLE_NAME,
                  timeout_s: float = DEFAULT_TIMEOUT_S, jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> None:
-        self.url, self.protocol, self.model, self.batched = url, protocol, model, batched
+        self.url, self.protocol, self.model = url, protocol, model
         self.timeout_s = timeout_s
         self.jpeg_quality = jpeg_quality
         self._local = threading.local()
@@ -188,7 +188,7 @@ class FrameSender:
         except Exception as exc:  # a frame OpenCV cannot encode fails alone
             return Reply(People.failure(f"cannot encode frame: {describe_error(exc)}"))
         try:
-            [outcome] = run_requests(self.client(), self.protocol, self.model, [[payload]], self.batched,
+            [outcome] = run_requests(self.client(), self.protocol, self.model, [[payload]],
                                      timeout_s=self.timeout_s)
         except Exception as exc:  # e.g. the HTTP client cannot even be created
             return Reply(People.failure(describe_error(exc)), fatal=True)
@@ -236,6 +236,7 @@ class Stats:
     processed: int = 0
     """Frames whose reply came back and was written, failed ones included."""
     failed: int = 0
+    last_error: str | None = None
     skipped: int = 0
     """Frames not sent because of ``--every``."""
     dropped: int = 0
@@ -337,7 +338,9 @@ class Pipeline:
             for frame_, people_ in self._order.push(seq, (frame, people)):
                 if people_ is not None:
                     self.stats.processed += 1
-                    self.stats.failed += not people_.ok
+                    if not people_.ok:
+                        self.stats.failed += 1
+                        self.stats.last_error = people_.error
                     self.stats.latencies_ms.append(people_.latency_ms)
                 self.emit(frame_, people_)
 
@@ -534,7 +537,7 @@ def run(args: argparse.Namespace, log: TextIO = sys.stderr, guard: InterruptGuar
     url = normalize_url(args.url, args.protocol)
     probe = connect(url, args.protocol, timeout_s=args.request_timeout)
     try:
-        info = check_ready(probe, args.protocol, args.model, wait_s=args.wait)
+        check_ready(probe, args.protocol, args.model, wait_s=args.wait)
         names = served_keypoint_names(model_config(probe, args.protocol, args.model))
     except (ServerUnavailable, ModelNotReady) as exc:
         print(f"error: {url}: {exc}", file=log)
@@ -565,7 +568,7 @@ def run(args: argparse.Namespace, log: TextIO = sys.stderr, guard: InterruptGuar
 
             tracker = PoseTracker(period=args.every, keypoint_thr=args.kpt_thr)
         outputs = Outputs(tracker=tracker, video=video, jsonl=jsonl, names=names, kpt_thr=args.kpt_thr)
-        sender = FrameSender(url, args.protocol, model=args.model, batched=info.max_batch_size > 0,
+        sender = FrameSender(url, args.protocol, model=args.model,
                              timeout_s=args.request_timeout, jpeg_quality=args.jpeg_quality)
         print(f"{args.source}: {src.kind} {src.width}x{src.height} at {src.fps:g} frames/s"
               + (f", {src.frame_count} frames" if src.frame_count else "")
@@ -638,7 +641,7 @@ def summary(stats: Stats, dropped: int, args: argparse.Namespace, url: str, outp
         parts.append(f"{stats.skipped} skipped (--every {args.every})")
     if dropped:
         parts.append(f"{dropped} dropped by the live source (server slower than the source)")
-    parts.append(f"{stats.failed} failed")
+    parts.append(f"{stats.failed} failed" + (f" (last: {stats.last_error})" if stats.failed else ""))
     line = (", ".join(parts) + f"; {stats.elapsed_s:.2f} s, {stats.fps:.2f} frames/s, "
             f"latency p50 {p50:.0f} ms p95 {p95:.0f} ms ({args.protocol} {url}, {args.in_flight} in flight)")
     if outputs is not None and outputs.tracker is not None:

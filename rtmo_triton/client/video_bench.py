@@ -120,7 +120,8 @@ def pipelined(video: Path, url: str, protocol: str, quality: int, in_flight: int
         source.close()
         sender.close()
     if status != 0 or stats.failed:
-        raise RuntimeError(f"pipelined run failed: {message or f'{stats.failed} frames failed'}")
+        raise RuntimeError(f"pipelined run failed: "
+                           f"{message or f'{stats.failed} frame(s) failed, last: {stats.last_error}'}")
     p50, p95 = stats.percentiles()
     return {"frames": stats.processed, "fps": stats.fps, "p50_ms": p50, "p95_ms": p95}
 
@@ -155,8 +156,10 @@ def _pct(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def measure(url: str, protocol: str, *, frames: int, in_flights: Sequence[int], quality: int,
+def measure(url: str, protocol: str, *, frames: int, in_flights: Sequence[int], quality: int, rounds: int,
             server_pid: int | None, workdir: Path, photo: np.ndarray, log=sys.stderr) -> list[dict]:
+    """One row per run. The clients take turns, round after round (each round in a rotated order), so
+    a burst of other work on the machine falls on all of them rather than on one."""
     client = connect(url, protocol)
     try:
         check_ready(client, protocol, wait_s=60)
@@ -170,41 +173,60 @@ def measure(url: str, protocol: str, *, frames: int, in_flights: Sequence[int], 
         costs = jpeg_costs(cv2.resize(photo, size, interpolation=cv2.INTER_AREA), quality)
         warm = write_panning_video(workdir / f"warm_{label}.mp4", photo, size, 4)
         pipelined(warm, url, protocol, quality, 2)  # first requests of a size pay one-off costs
-        runs = [("naive", None)] + [("pipelined", n) for n in in_flights]
-        for kind, n in runs:
-            load_before = os.getloadavg()[0]
-            before = meter.sample()
-            result = naive(video, url, protocol, quality) if kind == "naive" else \
-                pipelined(video, url, protocol, quality, n)
-            after = meter.sample()
-            client_cpu, server_cpu = (a - b for a, b in zip(after, before))
-            row = {"size": label, "client": kind, "in_flight": n or 1, **result,
-                   "client_cpu_ms": client_cpu * 1e3 / result["frames"],
-                   "server_cpu_ms": server_cpu * 1e3 / result["frames"] if server_pid else float("nan"),
-                   **costs, "load_before": load_before, "load_after": os.getloadavg()[0]}
-            rows.append(row)
-            print(f"{label} {kind:9s} in flight {row['in_flight']}: {row['fps']:.2f} frames/s, "
-                  f"p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms", file=log, flush=True)
+        clients = [("naive", 1)] + [("pipelined", n) for n in in_flights]
+        for round_ in range(rounds):
+            shift = round_ % len(clients)
+            for kind, n in clients[shift:] + clients[:shift]:
+                load_before = os.getloadavg()[0]
+                before = meter.sample()
+                result = naive(video, url, protocol, quality) if kind == "naive" else \
+                    pipelined(video, url, protocol, quality, n)
+                after = meter.sample()
+                client_cpu, server_cpu = (a - b for a, b in zip(after, before))
+                row = {"size": label, "client": kind, "in_flight": n, "round": round_, **result,
+                       "client_cpu_ms": client_cpu * 1e3 / result["frames"],
+                       "server_cpu_ms": server_cpu * 1e3 / result["frames"] if server_pid else float("nan"),
+                       **costs, "load_before": load_before, "load_after": os.getloadavg()[0]}
+                rows.append(row)
+                print(f"{label} round {round_ + 1}/{rounds} {kind:9s} in flight {n}: {row['fps']:.2f} "
+                      f"frames/s, p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms",
+                      file=log, flush=True)
     return rows
 
 
-def report(rows: list[dict], protocol: str, frames: int) -> str:
-    lines = [f"rtmo-video, {protocol}, {frames} frames per run, JPEG quality {rows[0]['quality']}, "
-             f"{os.cpu_count()} CPUs, load average {rows[0]['load_before']:.1f} before, "
-             f"{rows[-1]['load_after']:.1f} after (other work on the machine slows every run alike)",
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per size and client: medians over the rounds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["size"], r["client"], r["in_flight"]), []).append(r)
+    keys = ("fps", "p50_ms", "p95_ms", "client_cpu_ms", "server_cpu_ms")
+    return [{"size": size, "client": kind, "in_flight": n, "runs": len(rs),
+             "fps_min": min(r["fps"] for r in rs), "fps_max": max(r["fps"] for r in rs),
+             **{k: statistics.median(r[k] for r in rs) for k in keys},
+             **{k: rs[0][k] for k in ("encode_ms", "decode_ms", "jpeg_kb", "raw_kb")}}
+            for (size, kind, n), rs in groups.items()]
+
+
+def report(rows: list[dict], protocol: str, frames: int, quality: int) -> str:
+    loads = [r["load_before"] for r in rows] + [r["load_after"] for r in rows]
+    table = summarize(rows)
+    lines = [f"rtmo-video, {protocol}, {frames} frames per run, JPEG quality {quality}, "
+             f"{os.cpu_count()} CPUs; medians of {table[0]['runs']} alternating runs; load average "
+             f"{min(loads):.1f}-{max(loads):.1f} during the runs (other work on the machine slows them)",
              "",
-             "| frames | client | in flight | frames/s | vs naive | latency p50 / p95 ms "
+             "| frames | client | in flight | frames/s (min-max) | vs naive | latency p50 / p95 ms "
              "| CPU ms per frame: client / server |",
              "|---|---|---|---|---|---|---|"]
-    naive_fps = {r["size"]: r["fps"] for r in rows if r["client"] == "naive"}
-    for r in rows:
+    naive_fps = {r["size"]: r["fps"] for r in table if r["client"] == "naive"}
+    for r in table:
         lines.append(f"| {r['size']} | {r['client']} | {r['in_flight']} | {r['fps']:.2f} "
-                     f"| {r['fps'] / naive_fps[r['size']]:.2f}x | {r['p50_ms']:.0f} / {r['p95_ms']:.0f} "
+                     f"({r['fps_min']:.2f}-{r['fps_max']:.2f}) | {r['fps'] / naive_fps[r['size']]:.2f}x "
+                     f"| {r['p50_ms']:.0f} / {r['p95_ms']:.0f} "
                      f"| {r['client_cpu_ms']:.0f} / {r['server_cpu_ms']:.0f} |")
     lines += ["", "JPEG round trip of one frame (client encode + server decode, CPU time, median) "
-              "against all CPU that the client and the server spent per frame in the fastest run:", ""]
-    for size in dict.fromkeys(r["size"] for r in rows):
-        best = max((r for r in rows if r["size"] == size), key=lambda r: r["fps"])
+              "against all CPU that the client and the server spent per frame in the fastest client:", ""]
+    for size in dict.fromkeys(r["size"] for r in table):
+        best = max((r for r in table if r["size"] == size), key=lambda r: r["fps"])
         jpeg = best["encode_ms"] + best["decode_ms"]
         total = best["client_cpu_ms"] + best["server_cpu_ms"]
         share = jpeg / total if total > 0 else float("nan")
@@ -222,13 +244,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="served on free loopback ports unless --url is given (default %(default)s)")
     parser.add_argument("--url", help="use this running server instead (no server CPU figures)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="grpc")
-    parser.add_argument("--frames", type=int, default=40, help="frames per run (default %(default)s)")
+    parser.add_argument("--frames", type=int, default=24, help="frames per run (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs of each client, taken in turns (default %(default)s)")
     parser.add_argument("--in-flight", default="2,4",
                         help="requests in flight of each pipelined run, comma-separated "
                              "(default %(default)s)")
     parser.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY)
     parser.add_argument("--photo", type=Path, help="picture to pan over (default: a fixture crowd photo)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--server-log", type=Path, help="keep the server's log here")
     args = parser.parse_args(argv)
     photo_path = args.photo or next((p for p in PHOTOS if p.is_file()), None)
     if photo_path is None:
@@ -240,18 +265,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         if args.url:
             rows = measure(args.url, args.protocol, frames=args.frames, in_flights=in_flights,
-                           quality=args.jpeg_quality, server_pid=None, workdir=workdir, photo=photo)
+                           quality=args.jpeg_quality, rounds=args.rounds, server_pid=None, workdir=workdir,
+                           photo=photo)
         else:
             from ..harness.server import TritonServer, exit_on_sigterm
 
             exit_on_sigterm()
-            with TritonServer(args.model_repository, log_path=workdir / "tritonserver.log") as server:
+            log = args.server_log or workdir / "tritonserver.log"
+            with TritonServer(args.model_repository, log_path=log) as server:
                 rows = measure(server.url(args.protocol), args.protocol, frames=args.frames,
-                               in_flights=in_flights, quality=args.jpeg_quality,
+                               in_flights=in_flights, quality=args.jpeg_quality, rounds=args.rounds,
                                server_pid=server.process.pid, workdir=workdir, photo=photo)
-    for row in rows:
-        row["quality"] = args.jpeg_quality
-    print(report(rows, args.protocol, args.frames))
+    print(report(rows, args.protocol, args.frames, args.jpeg_quality))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
