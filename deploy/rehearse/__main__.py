@@ -133,21 +133,31 @@ def phase_figures(locust: Locust, name: str, replicas: int, users: int) -> dict:
             "timeline": summary["timeline"]}
 
 
-def shm_regions(server: TritonServer) -> list[Path]:
-    """The Python backend's shared-memory files of this server's stubs (named on their command lines)."""
-    found = []
-    for child in psutil.Process(server.process.pid).children():
-        found += [Path("/dev/shm") / a for a in child.cmdline() if a.startswith(SHM_PREFIX)]
-    return found
-
-
-def kill(server: TritonServer) -> None:
-    """SIGKILL, then remove the shared memory that only a clean shutdown would have unlinked."""
-    regions = shm_regions(server)
-    server.process.kill()
-    server.process.wait()
-    for region in regions:
+def stop(server: TritonServer, *, kill: bool = False) -> int:
+    """Stop a replica as its container would go: SIGTERM (or SIGKILL) to the server, and whatever of
+    its process tree outlives it killed, shared memory included. Returns the processes left behind."""
+    try:
+        tree = psutil.Process(server.process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    regions = [Path("/dev/shm") / a for p in tree for a in p.cmdline() if a.startswith(SHM_PREFIX)]
+    if kill:
+        server.process.kill()
+        server.process.wait()
+    else:
+        server.stop()
+    survivors = []
+    for p in tree:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                p.kill()
+                survivors.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(survivors, timeout=10)
+    for region in regions:  # a clean shutdown unlinks them; a killed server cannot
         region.unlink(missing_ok=True)
+    return len(survivors)
 
 
 def restart(replica: TritonServer, log: Path) -> None:
@@ -169,7 +179,8 @@ def rehearse(args: argparse.Namespace) -> dict:
     ports = {"http": free_port(), "grpc": free_port()}
     with ExitStack() as stack:
         for name, server in zip(names, servers):
-            stack.enter_context(server)
+            server.start()
+            stack.callback(stop, server)
             note(f"{name} ready in {server.start_seconds:.1f} s "
                  f"(HTTP {server.http_url}, gRPC {server.grpc_url})")
         replicas = [Replica(n, s.ports["http"], s.ports["grpc"]) for n, s in zip(names, servers)]
@@ -210,8 +221,8 @@ def rehearse(args: argparse.Namespace) -> dict:
         locust = run_locust("main", args.users)
         time.sleep(args.settle_s)
         victim, server = names[0], servers[0]
-        kill(server)
-        note(f"{victim} killed (SIGKILL)")
+        left = stop(server, kill=True)
+        note(f"{victim} killed (SIGKILL), its {left} Python stubs with it as a container's death takes them")
         time.sleep(args.down_s)  # what a crash-looping pod's restart back-off would leave
         starts[victim] += 1
         restart(server, work / f"{victim}.{starts[victim]}.log")
@@ -222,7 +233,8 @@ def rehearse(args: argparse.Namespace) -> dict:
             balancer.set_state(name, "drain")
             drained = wait_until(lambda n=name: balancer.in_flight(n) == 0, exit_timeout_s, f"{name} drained")
             note(f"{name} out of the balancer, in-flight requests done in {drained:.1f} s; SIGTERM")
-            server.stop()
+            if left := stop(server):
+                note(f"{name}: {left} of its stubs outlived the server (killed)")
             starts[name] += 1
             restart(server, work / f"{name}.{starts[name]}.log")
             wait_until(lambda n=name: balancer.is_up(n), 30, f"{name} up in HAProxy")
