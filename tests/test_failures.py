@@ -201,3 +201,36 @@ def test_overload_is_refused_early_as_busy_and_retried_by_the_client(tmp_path, i
         assert len(busy) < 12, "the server must still serve some"
         assert all(o.error is None for o in retried), [str(o.error) for o in retried if o.error][:2]
         assert infer(server.http_url, "http", images[:1])[0].ok
+
+
+def test_drain_waits_for_pending_requests_then_gives_up_at_the_limit():
+    """On SIGTERM rtmo-serve waits for Triton's queues to empty before stopping it."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from rtmo_triton.serve.cli import drain
+
+    pending = {"n": 3}
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = (f'nv_inference_pending_request_count{{model="rtmo_engine",version="1"}} {pending["n"]}\n'
+                    'nv_inference_pending_request_count{model="rtmo_decode",version="1"} 0\n').encode()
+            pending["n"] = max(0, pending["n"] - 1)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    try:
+        drain(url, limit_s=10, poll_s=0.01)
+        assert pending["n"] == 0, "returned while requests were pending"
+        pending["n"] = 10**9  # never drains: only the limit can end the wait
+        drain(url, limit_s=0.3, poll_s=0.01)
+        assert pending["n"] > 0
+    finally:
+        server.shutdown()

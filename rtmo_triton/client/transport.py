@@ -32,11 +32,13 @@ DEFAULT_RETRIES = 4
 """Attempts after the first for a busy or briefly unavailable server (``is_retryable``)."""
 BACKOFF_S, BACKOFF_CAP_S = 0.1, 2.0
 """Retry n waits up to BACKOFF_S * 2**n seconds (full jitter), never more than the cap."""
-_RETRYABLE_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED", "503", "429"})
+_RETRYABLE_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED",
+                                 "429", "502", "503", "504"})
 _RETRYABLE_MESSAGES = ("Exceeds maximum queue size", "is not healthy", "Connection refused",
-                       "Connection reset", "Broken pipe")
+                       "Connection reset", "ConnectionClosed", "Broken pipe")
 """Busy (Triton's queue policy refused the request), a Python stub that died and is being replaced,
-a replica restarting behind a balancer: all pass, so the same request is worth sending again."""
+a replica restarting or dying behind a balancer: all pass, and inference is a pure function of the
+image, so the same request is worth sending again."""
 
 
 class ServerUnavailable(RuntimeError):

@@ -8,8 +8,10 @@ What it adds to ``tritonserver --model-repository R``:
 - model control in explicit mode, every model loaded at start, used by the guard alone to reload a
   model whose stub died (``serve.guard``);
 - ``/ready`` and ``/live`` on ``--health-port`` for load balancers and Kubernetes probes;
-- SIGTERM turns ``/ready`` to 503 at once and hands the signal to tritonserver, which stops
-  accepting and finishes in-flight requests for up to ``--exit-timeout-secs``.
+- SIGTERM turns ``/ready`` to 503 at once, waits until Triton holds no pending request (up to
+  ``--exit-timeout-secs``), then hands the signal on. Triton 2.51 itself stops its composing models
+  at once on SIGTERM: a gRPC request between two ensemble steps would fail with "Server is
+  stopping", so the draining has to happen before.
 
 Anything after ``--`` goes to tritonserver unchanged.
 """
@@ -22,6 +24,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -44,6 +48,25 @@ def server_flags(args: argparse.Namespace, admin_key: str) -> list[str]:
         f"--exit-timeout-secs={args.exit_timeout_secs}",
         *args.tritonserver_args,
     ]
+
+
+def pending_requests(metrics_url: str) -> float:
+    """Requests queued or running in every model, from Triton's ``nv_inference_pending_request_count``."""
+    with urllib.request.urlopen(metrics_url, timeout=2) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+               if line.startswith("nv_inference_pending_request_count{"))
+
+
+def drain(metrics_url: str, limit_s: float, poll_s: float = 0.2) -> None:
+    """Wait until nothing is pending twice in a row, or ``limit_s`` has passed."""
+    deadline, quiet = time.monotonic() + limit_s, 0
+    while time.monotonic() < deadline and quiet < 2:
+        try:
+            quiet = quiet + 1 if pending_requests(metrics_url) == 0 else 0
+        except OSError:
+            return  # metrics gone: nothing to wait for
+        time.sleep(poll_s)
 
 
 def health_server(guard: Guard, process: subprocess.Popen, host: str, port: int) -> ThreadingHTTPServer:
@@ -99,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     def stop(signum: int, frame: object) -> None:
         guard.stop()
         guard.health.problems = ["shutting down"]
+        threading.Thread(target=stop_after_drain, args=(signum,), daemon=True, name="drain").start()
+
+    def stop_after_drain(signum: int) -> None:
+        drain(f"http://{http_host}:{args.metrics_port}/metrics", args.exit_timeout_secs)
         process.send_signal(signum)
 
     signal.signal(signal.SIGTERM, stop)
