@@ -1,8 +1,10 @@
 """The TensorRT plan build, driven against a minimal stand-in of the ``tensorrt`` module.
 
 TensorRT cannot exist on a machine without an NVIDIA GPU, so these tests
-check what our code asks of TensorRT's API (profile, precision flag,
-workspace, timing cache, atomic plan, record, errors); the real build is
+check what our code asks of TensorRT's API (profile, precision flags and the
+layers pinned to FP32, typing, workspace, timing cache, atomic plan, record,
+errors); the stand-in parser lays out the parsed network from the ONNX file
+itself (``test_trt_precision.Network``). The real build is
 ``test_real_build_on_a_gpu`` (marked ``gpu``), which skips without one.
 """
 from __future__ import annotations
@@ -23,11 +25,13 @@ from rtmo_triton.build.trt import build as trt_build
 from rtmo_triton.build.trt.build import BuildError, batch_profile, build_plan
 from rtmo_triton.build.trt.compat import Platform, read_record, record_path
 
+from .test_trt_precision import Network
+
 HOST = Platform("10.5.0", "NVIDIA L4", "8.9")
 
 
 def fake_tensorrt(calls: dict, parse_ok: bool = True, build_ok: bool = True, cache_fits: bool = True,
-                  fp16_flag: bool = True, progress_monitor: bool = True) -> types.ModuleType:
+                  fp16_flag: bool = True) -> types.ModuleType:
     """Just the API surface ``build_plan`` uses; every call of interest lands in ``calls``."""
     trt = types.ModuleType("tensorrt")
     trt.__version__ = HOST.tensorrt_version
@@ -62,6 +66,9 @@ def fake_tensorrt(calls: dict, parse_ok: bool = True, build_ok: bool = True, cac
         def set_flag(self, flag):
             calls.setdefault("flags", []).append(flag)
 
+        def clear_flag(self, flag):
+            calls.setdefault("cleared", []).append(flag)
+
         def add_optimization_profile(self, profile):
             calls["profiles"] = calls.get("profiles", 0) + 1
 
@@ -78,18 +85,20 @@ def fake_tensorrt(calls: dict, parse_ok: bool = True, build_ok: bool = True, cac
         def get_timing_cache(self):
             return self.cache
 
-    class Tensor:
-        def __init__(self, name, dtype, shape):
-            self.name, self.dtype, self.shape = name, dtype, shape
+    class Parsed:
+        """Filled by the parser from the ONNX file, as TensorRT's network is."""
 
-    class Network:
-        num_inputs, num_outputs = 1, len(spec.ENGINE_OUTPUTS)
+        num_outputs = len(spec.ENGINE_OUTPUTS)
 
-        def get_input(self, i):
-            return Tensor(spec.ENGINE_INPUT, "DataType.UINT8", (-1, 3, 640, 640))
+        def load(self, proto):
+            self.graph = Network(proto)
+            self.num_layers, self.num_inputs = self.graph.num_layers, self.graph.num_inputs
+            self.get_layer, self.get_input = self.graph.get_layer, self.graph.get_input
+            for t in self.graph.inputs:
+                t.shape = (-1, 3, 640, 640)
 
         def get_output(self, i):
-            return Tensor(spec.ENGINE_OUTPUTS[i], "DataType.FLOAT", (-1, 100))
+            return types.SimpleNamespace(name=spec.ENGINE_OUTPUTS[i], dtype="DataType.FLOAT", shape=(-1, 100))
 
     class Builder:
         def __init__(self, logger):
@@ -97,7 +106,8 @@ def fake_tensorrt(calls: dict, parse_ok: bool = True, build_ok: bool = True, cac
 
         def create_network(self, flags):
             calls["network_flags"] = flags
-            return Network()
+            calls["network"] = Parsed()
+            return calls["network"]
 
         def create_builder_config(self):
             return Config()
@@ -107,12 +117,11 @@ def fake_tensorrt(calls: dict, parse_ok: bool = True, build_ok: bool = True, cac
 
         def build_serialized_network(self, network, config):
             monitor = calls["monitor"] = config.progress_monitor
-            if monitor is not None:
-                monitor.phase_start("Building engine", None, 2)
-                monitor.phase_start("Tactic timing", "Building engine", 40)
-                calls["kept_going"] = monitor.step_complete("Building engine", 0)
-                monitor.phase_finish("Tactic timing")
-                monitor.phase_finish("Building engine")
+            monitor.phase_start("Building engine", None, 2)
+            monitor.phase_start("Tactic timing", "Building engine", 40)
+            calls["kept_going"] = monitor.step_complete("Building engine", 0)
+            monitor.phase_finish("Tactic timing")
+            monitor.phase_finish("Building engine")
             self.logger.log(ILogger.Severity.WARNING, "a warning for stderr")
             self.logger.log(ILogger.Severity.VERBOSE, "detail for the log only")
             return b"PLAN-BYTES" if build_ok else None
@@ -134,28 +143,36 @@ def fake_tensorrt(calls: dict, parse_ok: bool = True, build_ok: bool = True, cac
         num_errors = 0 if parse_ok else 1
 
         def __init__(self, network, logger):
-            pass
+            self.network = network
 
         def parse_from_file(self, path):
             calls["parsed"] = path
+            if parse_ok:
+                self.network.load(onnx.load(path))
             return parse_ok
 
         def get_error(self, i):
             return ParserError()
 
     trt.ILogger, trt.Builder, trt.OnnxParser = ILogger, Builder, OnnxParser
-    if progress_monitor:
-        trt.IProgressMonitor = IProgressMonitor
+    trt.IProgressMonitor = IProgressMonitor
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
-    trt.BuilderFlag = types.SimpleNamespace(**({"FP16": "FP16"} if fp16_flag else {}))
+    flags = {"TF32": "TF32", "OBEY_PRECISION_CONSTRAINTS": "OBEY"} | ({"FP16": "FP16"} if fp16_flag else {})
+    trt.BuilderFlag = types.SimpleNamespace(**flags)
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
+    trt.float32, trt.float16 = "FLOAT", "HALF"
     return trt
 
 
 def write_graph(path: Path, metadata: dict[str, str], outputs=spec.ENGINE_OUTPUTS) -> Path:
-    """A tiny graph with our tensor names and the metadata ``export_onnx`` writes."""
+    """A tiny graph with our tensor names, a geometry scope (a Sin in it) and the metadata ``export_onnx``
+    writes."""
     h, size = onnx.helper, int(metadata.get("input_size", 640))
+    nodes = [h.make_node("Cast", [spec.ENGINE_INPUT], ["x"], to=onnx.TensorProto.FLOAT, name="/Cast"),
+             h.make_node("Sin", ["x"], ["/geometry/Sin_output_0"], name="/geometry/Sin")]
+    nodes += [h.make_node("Add", ["x", "/geometry/Sin_output_0"], [n], name=f"/Add_{n}") for n in outputs]
     graph = h.make_graph(
-        [h.make_node("Cast", [spec.ENGINE_INPUT], [n], to=onnx.TensorProto.FLOAT) for n in outputs], "g",
+        nodes, "g",
         [h.make_tensor_value_info(spec.ENGINE_INPUT, onnx.TensorProto.UINT8, ["batch", 3, size, size])],
         [h.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in outputs])
     model = h.make_model(graph)
@@ -165,10 +182,12 @@ def write_graph(path: Path, metadata: dict[str, str], outputs=spec.ENGINE_OUTPUT
     return path
 
 
+GRAPH_META = {"variant": "s", "input_size": "640", "topk": "100", "input_dtype": "uint8", "precision": "fp32"}
+
+
 @pytest.fixture()
 def onnx_file(tmp_path):
-    path = write_graph(tmp_path / "rtmo_engine" / "model.onnx",
-                       {"variant": "s", "input_size": "640", "topk": "100", "input_dtype": "uint8"})
+    path = write_graph(tmp_path / "rtmo_engine" / "model.onnx", GRAPH_META)
     (tmp_path / "rtmo_engine" / "1").mkdir()
     return path
 
@@ -219,11 +238,16 @@ def test_build_asks_tensorrt_for_the_right_engine(with_fake, onnx_file, precisio
     assert calls["profile"] == (spec.ENGINE_INPUT, ((1, 3, 640, 640), (4, 3, 640, 640), (8, 3, 640, 640)))
     assert calls["profiles"] == 1
     assert calls["workspace"] == ("WORKSPACE", 2 << 30)
-    assert calls.get("flags", []) == (["FP16"] if precision == "fp16" else [])
+    # fp16: FP16 kernels, the geometry pinned to FP32 and TensorRT bound to it; fp32: no TF32 either
+    assert calls.get("flags", []) == (["FP16", "OBEY"] if precision == "fp16" else [])
+    assert calls.get("cleared", []) == ([] if precision == "fp16" else ["TF32"])
+    pinned = {layer.name for layer in calls["network"].graph.layers if layer.precision == "FLOAT"}
+    assert pinned == ({"/geometry/Sin"} if precision == "fp16" else set())
     assert plan.read_bytes() == b"PLAN-BYTES"
     assert sorted(p.name for p in plan.parent.iterdir()) == ["model.plan", "model.plan.json"]  # no leftovers
     record = read_record(plan)
     assert (record.precision, record.min_batch, record.opt_batch, record.max_batch) == (precision, 1, 4, 8)
+    assert (record.typing, record.fp32_layers) == ("weak", len(pinned))
     assert (record.variant, record.input_size, record.topk, record.input_dtype) == ("s", 640, 100, "uint8")
     assert record.platform == HOST and record == result.record
     assert record.onnx_sha256 == __import__("hashlib").sha256(onnx_file.read_bytes()).hexdigest()
@@ -234,7 +258,8 @@ def test_build_asks_tensorrt_for_the_right_engine(with_fake, onnx_file, precisio
     log = result.log.read_text()
     assert result.log == onnx_file.parent / "build.log"
     assert "detail for the log only" in log and "a warning for stderr" in log
-    assert "network I/O (kept as exported): input DataType.UINT8" in log
+    assert "network I/O (kept as exported): input" in log
+    assert ("1 layers pinned to FP32 (geometry): /geometry/Sin" in log) == (precision == "fp16")
 
 
 def test_timing_cache_is_kept_between_builds(with_fake, onnx_file):
@@ -277,10 +302,44 @@ def test_failed_build_leaves_the_old_plan_and_record(with_fake, onnx_file):
     assert sorted(p.name for p in plan.parent.iterdir()) == ["model.plan", "model.plan.json"]
 
 
-def test_without_a_progress_monitor_a_heartbeat_runs(with_fake, onnx_file):
-    calls = with_fake(progress_monitor=False)
-    build_plan(onnx_file, onnx_file.parent / "1" / "model.plan")
-    assert calls["monitor"] is None
+def test_the_opt_shape_is_the_typical_batch_unless_told(with_fake, onnx_file):
+    calls = with_fake()
+    record = build_plan(onnx_file, onnx_file.parent / "1" / "model.plan", max_batch=16).record
+    assert calls["profile"][1][1][0] == record.opt_batch == trt_build.TYPICAL_BATCH
+    assert trt_build.typical_batch(2) == 2 and trt_build.typical_batch(64) == trt_build.TYPICAL_BATCH
+
+
+def test_strongly_typed_follows_the_fp16_graph_without_precision_flags(with_fake, tmp_path):
+    calls = with_fake()
+    fp16 = write_graph(tmp_path / "fp16.onnx", GRAPH_META | {"precision": "fp16"})
+    record = build_plan(fp16, tmp_path / "1" / "model.plan", strongly_typed=True).record
+    assert calls["network_flags"] == 1 << 1  # STRONGLY_TYPED
+    assert "flags" not in calls and "cleared" not in calls
+    assert (record.typing, record.fp32_layers, record.precision) == ("strong", 0, "fp16")
+
+
+def test_the_graph_must_fit_the_typing(with_fake, onnx_file, tmp_path):
+    with_fake()
+    plan = tmp_path / "1" / "model.plan"
+    with pytest.raises(BuildError, match="fp32 graph, but a strongly typed fp16 plan.*--precision fp16"):
+        build_plan(onnx_file, plan, strongly_typed=True)
+    fp16 = write_graph(tmp_path / "fp16.onnx", GRAPH_META | {"precision": "fp16"})
+    with pytest.raises(BuildError, match="fp16 graph, which only a strongly typed build reads"):
+        build_plan(fp16, plan)
+
+
+def test_a_graph_without_the_geometry_scope_is_refused(with_fake, tmp_path):
+    with_fake()
+    h = onnx.helper
+    outputs, f32 = spec.ENGINE_OUTPUTS, onnx.TensorProto.FLOAT
+    nodes = [h.make_node("Cast", [spec.ENGINE_INPUT], [n], to=f32) for n in outputs]
+    image = h.make_tensor_value_info(spec.ENGINE_INPUT, onnx.TensorProto.UINT8, ["b", 3, 640, 640])
+    graph = h.make_graph(nodes, "g", [image], [h.make_tensor_value_info(n, f32, None) for n in outputs])
+    model = h.make_model(graph)
+    h.set_model_props(model, GRAPH_META)
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    with pytest.raises(BuildError, match="no nodes under '/geometry/'"):
+        build_plan(tmp_path / "old.onnx", tmp_path / "1" / "model.plan")
 
 
 def test_bad_arguments_fail_before_tensorrt_is_touched(with_fake, onnx_file):
@@ -295,19 +354,18 @@ def test_bad_arguments_fail_before_tensorrt_is_touched(with_fake, onnx_file):
     assert calls == {}
 
 
-def test_tensorrt_without_fp16_flag_refuses_fp16(with_fake, onnx_file):
+def test_tensorrt_without_fp16_flag_points_to_the_strongly_typed_form(with_fake, onnx_file):
     with_fake(fp16_flag=False)
-    with pytest.raises(BuildError, match="no FP16 builder flag.*PRECISION=fp32"):
+    with pytest.raises(BuildError, match="no FP16 builder flag: build the strongly typed form"):
         build_plan(onnx_file, onnx_file.parent / "1" / "model.plan")
 
 
 def test_graph_not_from_our_export_is_refused(with_fake, tmp_path):
     with_fake()
     bare = write_graph(tmp_path / "bare.onnx", {"variant": "s"})
-    with pytest.raises(BuildError, match="lacks the metadata input_size, topk"):
+    with pytest.raises(BuildError, match="lacks the metadata input_size, topk, input_dtype, precision"):
         build_plan(bare, tmp_path / "1" / "model.plan")
-    other = write_graph(tmp_path / "other.onnx", {"variant": "s", "input_size": "640", "topk": "100"},
-                        outputs=("scores",))
+    other = write_graph(tmp_path / "other.onnx", GRAPH_META, outputs=("scores",))
     with pytest.raises(BuildError, match="expected"):
         build_plan(other, tmp_path / "1" / "model.plan")
     with pytest.raises(BuildError, match="ONNX file not found"):
@@ -359,7 +417,7 @@ def test_cli_check_without_gpu(tmp_path):
     assert out.returncode == 1 and "no build record" in out.stderr  # refused before any GPU query
     record_path(plan).write_text(json.dumps({
         "tensorrt_version": "10.5.0", "gpu_name": "NVIDIA L4", "compute_capability": "8.9",
-        "precision": "fp16",
+        "precision": "fp16", "typing": "weak", "fp32_layers": 90, "input_dtype": "uint8",
         "variant": "s", "input_size": 640, "topk": 100, "min_batch": 1, "opt_batch": 8, "max_batch": 8,
         "onnx_sha256": "0" * 64, "built_at": "2026-11-25T00:00:00+00:00"}))
     out = run_cli("check", "--plan", str(plan))
@@ -393,7 +451,7 @@ def test_real_build_on_a_gpu(tmp_path):
     from rtmo_triton.build.trt.compat import require_compat
 
     path = write_graph(tmp_path / "rtmo_engine" / "model.onnx",
-                       {"variant": "t", "input_size": "416", "topk": "100", "input_dtype": "uint8"})
+                       GRAPH_META | {"variant": "t", "input_size": "416"})
     plan = tmp_path / "rtmo_engine" / "1" / "model.plan"
     result = build_plan(path, plan, precision="fp16", opt_batch=2, max_batch=4, workspace_gib=1)
     assert plan.stat().st_size > 0 and result.timing_cache.is_file()

@@ -23,9 +23,9 @@ from rtmo_triton.build.trt.compat import (
 )
 
 RECORD = EngineRecord(tensorrt_version="10.3.0", gpu_name="NVIDIA L4", compute_capability="8.9",
-                      precision="fp16", variant="s", input_size=640, topk=100, min_batch=1, opt_batch=8,
-                      max_batch=8, onnx_sha256="ab" * 32, built_at="2026-11-25T00:00:00+00:00",
-                      input_dtype="uint8")
+                      precision="fp16", typing="weak", fp32_layers=92, variant="s", input_size=640, topk=100,
+                      min_batch=1, opt_batch=4, max_batch=8, onnx_sha256="ab" * 32,
+                      built_at="2026-11-25T00:00:00+00:00", input_dtype="uint8")
 SAME = Platform("10.3.0.26", "NVIDIA L4", "8.9")
 H100 = Platform("10.8.0.43", "NVIDIA H100 80GB HBM3", "9.0")
 
@@ -46,14 +46,15 @@ def test_record_round_trip(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.plan.json"]
 
 
-def test_record_tolerates_new_fields_and_old_records(tmp_path):
+def test_record_tolerates_new_fields_but_not_missing_ones(tmp_path):
     plan = tmp_path / "model.plan"
     data = asdict(RECORD)
     record_path(plan).write_text(json.dumps({**data, "written_by": "a later version"}))
     assert read_record(plan) == RECORD
-    del data["input_dtype"]  # records from before the field existed
+    del data["typing"]  # a record this build never wrote: refused, the plan rebuilt
     record_path(plan).write_text(json.dumps(data))
-    assert read_record(plan).input_dtype == "float32"
+    with pytest.raises(EngineMismatch, match="not a valid build record"):
+        read_record(plan)
 
 
 @pytest.mark.parametrize("text", ["{not json", "[]", '{"tensorrt_version": "10.3.0"}'])
@@ -190,7 +191,8 @@ def test_no_tensorrt_anywhere(monkeypatch):
         compat.served_tensorrt_version()
 
 
-@pytest.mark.parametrize(("encoded", "version"), [(100500, "10.5.0"), (100803, "10.8.3"), (8601, "8.6.1")])
+@pytest.mark.parametrize(("encoded", "version"),
+                         [(100500, "10.5.0"), (100803, "10.8.3"), (101300, "10.13.0")])
 def test_version_from_libnvinfer(monkeypatch, encoded, version):
     monkeypatch.delenv("TRT_VERSION", raising=False)
     lib = type("Lib", (), {"getInferLibVersion": staticmethod(lambda: encoded)})

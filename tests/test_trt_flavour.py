@@ -1,12 +1,17 @@
-"""Engine flavour choice: automatic, overridable, and a clear refusal of TensorRT where it cannot run."""
+"""Engine flavour choice: TensorRT where it can run, else PyTorch on CUDA, else onnxruntime on the CPU;
+overridable, and a clear refusal of TensorRT where it cannot run."""
 import subprocess
 import sys
 
 import pytest
 
 from rtmo_triton.build import flavour as flavour_module
-from rtmo_triton.build.flavour import FLAVOURS, FlavourError, choose_flavour
+from rtmo_triton.build.flavour import FLAVOURS, Flavour, FlavourError, choose_flavour
 from rtmo_triton.build.trt.compat import NoPlatform
+
+NO_CUDA = "PyTorch 2.11.0 sees no CUDA device"
+NO_GPU = "no NVIDIA GPU visible (nvidia-smi not found)"
+NO_TRT = "the tensorrt Python module is not installed"
 
 
 def present():
@@ -14,55 +19,72 @@ def present():
 
 
 def no_gpu():
-    return "no NVIDIA GPU visible (nvidia-smi not found)"
+    return NO_GPU
 
 
 def no_trt():
-    return "the tensorrt Python module is not installed"
+    return NO_TRT
+
+
+def no_cuda():
+    return NO_CUDA
+
+
+def never():
+    raise AssertionError("detector called where it must not be")
 
 
 def test_flavour_names():
-    assert FLAVOURS == ("auto", "trt", "onnx")
+    assert FLAVOURS == ("auto", "trt", "torch", "onnx")
 
 
 def test_auto_takes_tensorrt_when_gpu_and_tensorrt_exist():
-    chosen = choose_flavour("auto", present, present)
-    assert chosen.name == "trt" and chosen.reason == "NVIDIA GPU and TensorRT found"
+    chosen = choose_flavour("auto", present, present, never)
+    assert chosen == Flavour("trt", "NVIDIA GPU and TensorRT found", "cuda")
+
+
+def test_auto_takes_torch_on_cuda_without_tensorrt():
+    chosen = choose_flavour("auto", no_trt, present, present)
+    assert chosen == Flavour("torch", f"auto: {NO_TRT}; PyTorch sees CUDA", "cuda")
 
 
 @pytest.mark.parametrize(("trt", "gpu", "reason"), [
-    (no_trt, present, "auto: the tensorrt Python module is not installed"),
-    (present, no_gpu, "auto: no NVIDIA GPU visible (nvidia-smi not found)"),
-    (no_trt, no_gpu, "auto: no NVIDIA GPU visible (nvidia-smi not found); "
-                     "the tensorrt Python module is not installed"),
+    (no_trt, present, f"auto: {NO_TRT}; {NO_CUDA}"),
+    (present, no_gpu, f"auto: {NO_GPU}; {NO_CUDA}"),
+    (no_trt, no_gpu, f"auto: {NO_GPU}; {NO_TRT}; {NO_CUDA}"),
 ])
 def test_auto_falls_back_to_onnx_and_says_why(trt, gpu, reason):
-    assert choose_flavour("auto", trt, gpu) == flavour_module.Flavour("onnx", reason)
+    assert choose_flavour("auto", trt, gpu, no_cuda) == Flavour("onnx", reason)
 
 
 def test_onnx_is_always_possible_and_checks_nothing():
-    def never():
-        raise AssertionError("detector called for ENGINE=onnx")
+    assert choose_flavour("onnx", never, never, never).name == "onnx"
 
-    assert choose_flavour("onnx", never, never).name == "onnx"
+
+def test_torch_runs_on_cuda_where_pytorch_sees_it_and_on_the_cpu_elsewhere():
+    on_cuda = choose_flavour("torch", never, never, present)
+    assert on_cuda == Flavour("torch", "requested (ENGINE=torch), on CUDA", "cuda")
+    on_cpu = choose_flavour("torch", never, never, no_cuda)
+    assert on_cpu == Flavour("torch", f"requested (ENGINE=torch), on the CPU: {NO_CUDA}", "cpu")
 
 
 def test_trt_requested_and_available():
-    assert choose_flavour("trt", present, present).reason == "NVIDIA GPU and TensorRT found (requested)"
+    chosen = choose_flavour("trt", present, present, never)
+    assert chosen == Flavour("trt", "NVIDIA GPU and TensorRT found (requested)", "cuda")
 
 
 @pytest.mark.parametrize(("trt", "gpu", "missing"), [
     (no_trt, present, "the tensorrt Python module is not installed"),
     (present, no_gpu, r"no NVIDIA GPU visible \(nvidia-smi not found\)"),
 ])
-def test_trt_is_refused_with_what_is_missing_and_the_alternative(trt, gpu, missing):
+def test_trt_is_refused_with_what_is_missing_and_the_alternatives(trt, gpu, missing):
     with pytest.raises(FlavourError, match=f"ENGINE=trt needs an NVIDIA GPU with TensorRT: {missing}.*"
-                                           "ENGINE=onnx, which runs on CPU"):
-        choose_flavour("trt", trt, gpu)
+                                           r"ENGINE=torch \(PyTorch.*ENGINE=onnx"):
+        choose_flavour("trt", trt, gpu, never)
 
 
 def test_unknown_engine():
-    with pytest.raises(FlavourError, match="unknown engine 'tflite': choose one of auto, trt, onnx"):
+    with pytest.raises(FlavourError, match="unknown engine 'tflite': choose one of auto, trt, torch, onnx"):
         choose_flavour("tflite")
 
 
@@ -76,6 +98,17 @@ def test_detectors(monkeypatch):
         raise NoPlatform("no NVIDIA GPU visible (nvidia-smi not found)")
     monkeypatch.setattr(flavour_module, "query_gpu", none)
     assert flavour_module.gpu_missing() == "no NVIDIA GPU visible (nvidia-smi not found)"
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert flavour_module.torch_cuda_missing() == "PyTorch is not installed"
+
+
+def test_torch_detector_here():
+    import torch
+
+    missing = flavour_module.torch_cuda_missing()
+    assert (missing is None) == torch.cuda.is_available()
+    if missing:
+        assert missing == f"PyTorch {torch.__version__} sees no CUDA device"
 
 
 def test_build_engines_with_trt_fails_fast_on_this_machine():

@@ -1,36 +1,54 @@
 """Export the deploy graph to ONNX: the one file both engine flavours start from.
 
 ONNX Runtime runs it directly (CPU serving, tests); TensorRT builds a plan
-from it (``rtmo_triton.trt``). The graph uses only operators TensorRT 10
+from it (``rtmo_triton.build.trt``). The graph uses only operators TensorRT 10
 parses natively (no plugins, no NMS), has a dynamic batch dimension, and
 records how it was made in its metadata so a served model can say what it is.
+
+``precision="fp16"`` writes the strongly typed form: FP16 weights and compute,
+with explicit Casts to FP32 around the pixel arithmetic (``model.deploy.
+CandidateGeometry``) and on the outputs, so a builder that follows the graph's
+types (TensorRT's STRONGLY_TYPED networks) keeps that part FP32 without any
+per-layer flag. The torch flavour's engine file (``export_torch``) is the same
+deploy graph as PyTorch weights.
+
+``python -m rtmo_triton.build.export --checkpoint rtmo-s.pth --out model_fp16.onnx --precision fp16``
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
+import sys
 import warnings
 from pathlib import Path
 
 import onnx
 import torch
 
-from .model.deploy import DeployRTMO
-from .model.fuse import fold_batchnorm
-from .model.rtmo import RTMO
-from .spec import ENGINE_INPUT, ENGINE_INPUT_DTYPE, ENGINE_OUTPUTS, NUM_BINS
+from ..model.deploy import DeployRTMO, save_deploy
+from ..model.fuse import fold_batchnorm
+from ..model.rtmo import RTMO
+from ..spec import DEFAULT_TOPK, ENGINE_INPUT, ENGINE_INPUT_DTYPE, ENGINE_OUTPUTS, NUM_BINS
 
 OPSET = 17
 """LayerNormalization is native from 17; TensorRT 10 parses 9..20."""
+PRECISIONS = ("fp32", "fp16")
 
 
 def export_onnx(
     model: RTMO, path: str | Path, topk: int, metadata: dict[str, str] | None = None,
-    opset: int = OPSET,
+    opset: int = OPSET, precision: str = "fp32",
 ) -> onnx.ModelProto:
-    """Fold BN, wrap in the TopK deploy graph and write ``path``; returns the checked model."""
+    """Fold BN (in place), wrap in the TopK deploy graph and write ``path``; returns the checked model.
+
+    ``precision="fp16"``: the strongly typed form (module docstring)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     deploy = DeployRTMO(fold_batchnorm(model), topk).eval()
+    if precision == "fp16":
+        deploy.to_half(fp32_geometry=True)
     size = model.variant.input_size
     dummy = torch.zeros(2, 3, size, size, dtype=getattr(torch, ENGINE_INPUT_DTYPE))
     batch = {0: "batch"}
@@ -50,6 +68,7 @@ def export_onnx(
         "topk": str(deploy.topk),
         "num_keypoints": str(model.num_keypoints),
         "input_dtype": ENGINE_INPUT_DTYPE,
+        "precision": precision,
         "opset": str(opset),
         **(metadata or {}),
     }
@@ -57,6 +76,15 @@ def export_onnx(
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
     return proto
+
+
+def export_torch(model: RTMO, path: str | Path, topk: int, metadata: dict[str, str] | None = None) -> Path:
+    """The torch flavour's engine file: the same deploy graph (BN folded in place), as FP32 weights
+    with what rebuilds it (``model.deploy.load_deploy``); precision is chosen where it is served."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_deploy(DeployRTMO(fold_batchnorm(model), topk).eval(), path, metadata)
+    return path
 
 
 def output_shapes(topk: int, num_keypoints: int) -> dict[str, tuple[int, ...]]:
@@ -89,3 +117,26 @@ def sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rtmo_triton.build.export", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", type=Path, required=True, help="official RTMO checkpoint (.pth)")
+    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("--topk", type=int, default=DEFAULT_TOPK)
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    args = p.parse_args(argv)
+    from ..model import CheckpointError, load_checkpoint
+
+    try:
+        model, _ = load_checkpoint(args.checkpoint)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    export_onnx(model, args.out, args.topk, {"checkpoint": args.checkpoint.name}, precision=args.precision)
+    print(f"{args.out}: RTMO-{model.variant.name} K={args.topk} {args.precision}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

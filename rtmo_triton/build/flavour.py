@@ -1,18 +1,20 @@
-"""Which engine the repository gets: a TensorRT plan where it can run, the ONNX graph elsewhere.
+"""Which engine the repository gets: a TensorRT plan where it can run, else our PyTorch deploy graph on
+CUDA, else the ONNX graph in onnxruntime on the CPU.
 
-The serving config renderer maps ``trt`` to the ``tensorrt_plan`` platform with
-``model.plan`` and ``onnx`` to the Python-backend model running ``model.onnx``;
-the ensemble, preprocess and decode models are the same for both.
+The serving config renderer maps ``trt`` to the ``tensorrt_plan`` platform with ``model.plan``,
+``torch`` to the Python-backend model running ``model.pt`` in PyTorch (``KIND_GPU`` when the flavour's
+device is ``cuda``) and ``onnx`` to the Python-backend model running ``model.onnx``; the ensemble,
+preprocess and decode models are the same for all three.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .compat import NoPlatform, query_gpu
+from .trt.compat import NoPlatform, query_gpu
 
-FLAVOURS = ("auto", "trt", "onnx")
-"""What may be requested (``ENGINE=`` of ``make build-engines``); a chosen ``Flavour`` is trt or onnx."""
+FLAVOURS = ("auto", "trt", "torch", "onnx")
+"""What may be requested (``ENGINE=`` of ``make build-engines``); a chosen ``Flavour`` is one of the rest."""
 
 
 class FlavourError(RuntimeError):
@@ -22,8 +24,10 @@ class FlavourError(RuntimeError):
 @dataclass(frozen=True)
 class Flavour:
     name: str
-    """``trt`` or ``onnx``."""
+    """``trt``, ``torch`` or ``onnx``."""
     reason: str
+    device: str = "cpu"
+    """Where the torch flavour runs: ``cuda`` or ``cpu`` (the others: ``cuda`` for trt, ``cpu`` for onnx)."""
 
 
 def tensorrt_missing() -> str | None:
@@ -46,20 +50,44 @@ def gpu_missing() -> str | None:
     return None
 
 
+def torch_cuda_missing() -> str | None:
+    """Why PyTorch cannot run on a GPU here, or None. (The repository never carries PyTorch: the
+    server's interpreter must have it, as the build's does.)"""
+    try:
+        import torch
+    except ImportError:
+        return "PyTorch is not installed"
+    if not torch.cuda.is_available():
+        return f"PyTorch {torch.__version__} sees no CUDA device"
+    return None
+
+
 def choose_flavour(requested: str = "auto", tensorrt_check: Callable[[], str | None] = tensorrt_missing,
-                   gpu_check: Callable[[], str | None] = gpu_missing) -> Flavour:
-    """``auto`` takes TensorRT when it and a GPU are present; ``trt`` insists and names what is missing;
-    ``onnx`` is always possible. The checks return why something is missing, or None."""
+                   gpu_check: Callable[[], str | None] = gpu_missing,
+                   torch_cuda_check: Callable[[], str | None] = torch_cuda_missing) -> Flavour:
+    """``auto`` takes TensorRT when it and a GPU are present, else PyTorch on CUDA, else onnxruntime on
+    the CPU; ``trt`` insists and names what is missing; ``torch`` runs on CUDA where PyTorch sees it,
+    on the CPU elsewhere; ``onnx`` is always possible. The checks return why something is missing,
+    or None."""
     if requested not in FLAVOURS:
         raise FlavourError(f"unknown engine {requested!r}: choose one of {', '.join(FLAVOURS)}")
     if requested == "onnx":
         return Flavour("onnx", "requested (ENGINE=onnx)")
+    if requested == "torch":
+        no_cuda = torch_cuda_check()
+        if no_cuda:
+            return Flavour("torch", f"requested (ENGINE=torch), on the CPU: {no_cuda}")
+        return Flavour("torch", "requested (ENGINE=torch), on CUDA", device="cuda")
     missing = [m for m in (gpu_check(), tensorrt_check()) if m]
     if not missing:
         found = "NVIDIA GPU and TensorRT found"
-        return Flavour("trt", found + (" (requested)" if requested == "trt" else ""))
+        return Flavour("trt", found + (" (requested)" if requested == "trt" else ""), device="cuda")
     if requested == "trt":
         raise FlavourError(f"ENGINE=trt needs an NVIDIA GPU with TensorRT: {'; '.join(missing)}. "
-                           "Build inside NVIDIA's Triton container on a GPU host (docs/tensorrt.md), "
-                           "or use ENGINE=onnx, which runs on CPU.")
-    return Flavour("onnx", f"auto: {'; '.join(missing)}")
+                           "Build inside NVIDIA's Triton container on a GPU host (docs/gpu.md), "
+                           "or use ENGINE=torch (PyTorch, on CUDA where it sees a GPU) or ENGINE=onnx "
+                           "(onnxruntime on the CPU).")
+    no_cuda = torch_cuda_check()
+    if no_cuda is None:
+        return Flavour("torch", f"auto: {'; '.join(missing)}; PyTorch sees CUDA", device="cuda")
+    return Flavour("onnx", f"auto: {'; '.join([*missing, no_cuda])}")

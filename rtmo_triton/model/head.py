@@ -137,23 +137,46 @@ class DCC(nn.Module):
         self.x_fc = nn.Linear(DCC_SPE_CHANNELS, DCC_FEAT)
         self.y_fc = nn.Linear(DCC_SPE_CHANNELS, DCC_FEAT)
 
-    def _bin_codes(self, bins: Tensor, fc: nn.Linear) -> Tensor:
-        freq = bins.unsqueeze(-1) / self.spe.dim_t
-        return fc(torch.cat((freq.cos(), freq.sin()), dim=-1))
+    def bin_encoding(self, bbox_cs: Tensor, grids: Tensor) -> tuple[Tensor, Tensor]:
+        """The sin/cos code of every bin (``bin_encoding`` with this DCC's bins and frequencies)."""
+        return bin_encoding(bbox_cs, grids, self.x_bins, self.y_bins, self.spe.dim_t)
+
+    def logits(self, pose_vecs: Tensor, x_enc: Tensor, y_enc: Tensor) -> tuple[Tensor, Tensor]:
+        """pose_vecs [..., C] and the bins' codes -> x logits [..., J, Bx], y logits [..., J, By].
+
+        The codes lie in [-1, 1], so they enter the network's precision here without harm."""
+        feats = self.pose_to_kpts(pose_vecs.reshape(-1, pose_vecs.shape[-1]))
+        feats = feats.reshape(*pose_vecs.shape[:-1], self.num_keypoints, DCC_FEAT)
+        feats = self.gau(feats, self.pos_enc)
+        x_codes = self.x_fc(x_enc.to(feats.dtype))
+        y_codes = self.y_fc(y_enc.to(feats.dtype))
+        return feats @ x_codes.transpose(-1, -2), feats @ y_codes.transpose(-1, -2)
 
     def forward(self, pose_vecs: Tensor, bbox_cs: Tensor, grids: Tensor) -> tuple[Tensor, Tensor]:
         """pose_vecs [..., C], bbox_cs [..., 4] (cx, cy, w, h of the padded box),
         grids [..., 2] (cell centres) -> x logits [..., J, Bx], y logits [..., J, By]."""
-        feats = self.pose_to_kpts(pose_vecs.reshape(-1, pose_vecs.shape[-1]))
-        feats = feats.reshape(*pose_vecs.shape[:-1], self.num_keypoints, DCC_FEAT)
-        feats = self.gau(feats, self.pos_enc)
-        # bins are encoded relative to the cell centre (the integral adds it back)
-        rel = bbox_cs[..., :2] - grids
-        x_bins = self.x_bins * bbox_cs[..., 2:3] + rel[..., 0:1]
-        y_bins = self.y_bins * bbox_cs[..., 3:4] + rel[..., 1:2]
-        x_codes = self._bin_codes(x_bins, self.x_fc)
-        y_codes = self._bin_codes(y_bins, self.y_fc)
-        return feats @ x_codes.transpose(-1, -2), feats @ y_codes.transpose(-1, -2)
+        return self.logits(pose_vecs, *self.bin_encoding(bbox_cs, grids))
+
+
+def bin_encoding(bbox_cs: Tensor, grids: Tensor, x_bins: Tensor, y_bins: Tensor,
+                 dim_t: Tensor) -> tuple[Tensor, Tensor]:
+    """bbox_cs [..., 4] (cx, cy, w, h of the padded box), grids [..., 2] (cell centres) ->
+    [cos, sin] of every bin position over ``dim_t``: [..., Bx, 2·len(dim_t)], [..., By, ...].
+
+    Positions are pixels relative to the cell centre (the integral adds it back), up to several
+    hundred for a large box, and the lowest frequency divides them by 1 only: the angles reach
+    ±400 rad, where FP16's spacing is 0.25 rad. This is the part of the graph that must stay FP32
+    (``deploy.CandidateGeometry``).
+    """
+    rel = bbox_cs[..., :2] - grids
+    x_pos = x_bins * bbox_cs[..., 2:3] + rel[..., 0:1]
+    y_pos = y_bins * bbox_cs[..., 3:4] + rel[..., 1:2]
+    return _sine_code(x_pos, dim_t), _sine_code(y_pos, dim_t)
+
+
+def _sine_code(positions: Tensor, dim_t: Tensor) -> Tensor:
+    angles = positions.unsqueeze(-1) / dim_t
+    return torch.cat((angles.cos(), angles.sin()), dim=-1)
 
 
 class RTMOHead(nn.Module):

@@ -121,7 +121,8 @@ class HybridEncoder(nn.Module):
             CSPRepLayer(2 * HIDDEN, HIDDEN, blocks, widen, fused) for _ in range(levels - 1)
         )
         self.projector = ChannelMapper(HIDDEN, out_channels, 2)
-        self.fixed_pos: Tensor | None = None
+        # a buffer, so .to(device) and .half() move it with the weights; not saved: it derives from dim_t
+        self.register_buffer("fixed_pos", None, persistent=False)
 
     def fix_position_code(self, input_size: int) -> None:
         """Precompute the stride-32 position code so an exported graph holds it as a constant."""
@@ -136,7 +137,7 @@ class HybridEncoder(nn.Module):
         pos = self.fixed_pos
         if pos is None or pos.shape[1] != h * w:
             pos = sine_grid_encoding(h, w, self.sincos_pos_enc.dim_t).unsqueeze(0)
-        tokens = self.encoder[0](top.flatten(2).transpose(1, 2), pos)
+        tokens = self.encoder[0](top.flatten(2).transpose(1, 2), pos.to(top.dtype))
         proj[-1] = tokens.transpose(1, 2).reshape(b, c, h, w)
 
         # top-down: inner[0] is always the finest map built so far

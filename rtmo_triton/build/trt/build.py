@@ -1,29 +1,40 @@
 """Build a TensorRT plan from the exported ONNX graph with TensorRT 10's Python API.
 
-One optimization profile over the batch dimension (the only dynamic one),
-FP16 or FP32 compute with the network's input and outputs kept as exported
-(FP32 outputs; the input type is ``spec.ENGINE_INPUT_DTYPE``), a workspace
-cap, a timing cache reused across builds (rebuilds take a fraction of the
-first build), progress on stdout while TensorRT works, and every TensorRT
-message in a build log. The plan is written atomically and its build record
-(``compat.EngineRecord``) beside it.
+One optimization profile over the batch dimension (the only dynamic one) whose
+opt shape is the batch the dynamic batcher typically forms, FP16 or FP32
+compute with the network's input and outputs kept as exported (FP32 outputs;
+the input type is ``spec.ENGINE_INPUT_DTYPE``), a workspace cap, a timing cache
+reused across builds (rebuilds take a fraction of the first build), progress on
+stdout while TensorRT works, and every TensorRT message in a build log. The
+plan is written atomically and its build record (``compat.EngineRecord``)
+beside it.
+
+Precision. ``fp32`` is FP32: TensorRT's TF32 default is switched off. ``fp16``
+keeps the pixel arithmetic FP32 (``precision``: box decoding and the DCC's
+sin/cos bin code) in one of two forms:
+
+- weakly typed (default): the FP32 graph, the FP16 builder flag, those layers
+  pinned to FP32 and ``OBEY_PRECISION_CONSTRAINTS``;
+- strongly typed (``strongly_typed=True``): the FP16 graph of
+  ``export_onnx(precision="fp16")``, whose explicit Casts say where FP32 holds,
+  built as a STRONGLY_TYPED network: no precision flag involved, the form that
+  holds where TensorRT drops them.
 
 ``tensorrt`` is imported inside the functions, so this module imports on
 machines without it (CPU CI), where ``build_plan`` fails with a clear error.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from ..spec import ENGINE_INPUT, ENGINE_OUTPUTS, FEATMAP_STRIDES
+from ...spec import ENGINE_INPUT, ENGINE_OUTPUTS, FEATMAP_STRIDES
+from . import precision as fp32_region
 from .compat import (
     EngineRecord,
     current_platform,
@@ -35,7 +46,14 @@ from .compat import (
 
 PRECISIONS = ("fp16", "fp32")
 DEFAULT_WORKSPACE_GIB = 4.0
-HEARTBEAT_S = 15.0
+TYPICAL_BATCH = 4
+"""The profile's opt batch unless told: what Triton's dynamic batcher forms from a few concurrent
+clients, not the maximum it may form (TensorRT tunes its kernels for the opt shape). A guess until
+``make gpu-check`` measures the engine's mean batch under load (its served section)."""
+
+
+def typical_batch(max_batch: int) -> int:
+    return max(1, min(max_batch, TYPICAL_BATCH))
 
 
 class BuildError(RuntimeError):
@@ -96,7 +114,10 @@ class OnnxInfo:
     input_size: int
     topk: int
     input_dtype: str
+    precision: str
+    """``fp32``, or ``fp16`` for the strongly typed form."""
     sha256: str
+    region: fp32_region.GeometryRegion
 
 
 def read_onnx(path: Path) -> OnnxInfo:
@@ -109,7 +130,7 @@ def read_onnx(path: Path) -> OnnxInfo:
         raise BuildError("reading the graph's metadata needs the onnx package: pip install onnx") from None
     proto = onnx.load(str(path), load_external_data=False)
     meta = {p.key: p.value for p in proto.metadata_props}
-    missing = [k for k in ("variant", "input_size", "topk") if k not in meta]
+    missing = [k for k in ("variant", "input_size", "topk", "input_dtype", "precision") if k not in meta]
     if missing:
         raise BuildError(f"{path} lacks the metadata {', '.join(missing)}: export it with rtmo_triton.export "
                          "(make build-engines does)")
@@ -119,20 +140,16 @@ def read_onnx(path: Path) -> OnnxInfo:
     if inputs != [ENGINE_INPUT] or not set(ENGINE_OUTPUTS) <= outputs:
         raise BuildError(f"{path} has inputs {inputs} and outputs {sorted(outputs)}; expected "
                          f"[{ENGINE_INPUT!r}] and {list(ENGINE_OUTPUTS)}")
+    try:
+        region = fp32_region.geometry_region(proto)
+    except ValueError as exc:
+        raise BuildError(f"{path}: {exc}") from None
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return OnnxInfo(meta["variant"], int(meta["input_size"]), int(meta["topk"]),
-                    meta.get("input_dtype", "float32"), digest.hexdigest())
-
-
-def _network_flags(trt) -> int:
-    """Explicit batch: the only mode of TensorRT ≥ 10 (flag 0); an explicit flag before."""
-    major = int(str(trt.__version__).split(".")[0])
-    if major >= 10 or not hasattr(trt, "NetworkDefinitionCreationFlag"):
-        return 0
-    return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    return OnnxInfo(meta["variant"], int(meta["input_size"]), int(meta["topk"]), meta["input_dtype"],
+                    meta["precision"], digest.hexdigest(), region)
 
 
 def _logger(trt, log_file: TextIO):
@@ -155,10 +172,8 @@ def _logger(trt, log_file: TextIO):
 
 
 def _progress_monitor(trt):
-    """Phase and step lines while the builder runs (TensorRT ≥ 10 has IProgressMonitor); None before.
-    Ctrl-C during the build cancels it cleanly (the monitor answers "stop")."""
-    if not hasattr(trt, "IProgressMonitor"):
-        return None
+    """Phase and step lines while the builder runs. Ctrl-C during the build cancels it cleanly
+    (the monitor answers "stop")."""
 
     class Progress(trt.IProgressMonitor):
         def __init__(self) -> None:
@@ -190,27 +205,6 @@ def _progress_monitor(trt):
                 self._line(0, f"{phase_name} done")
 
     return Progress()
-
-
-class _Heartbeat:
-    """Elapsed-time lines for TensorRT versions without a progress monitor."""
-
-    def __init__(self, every_s: float = HEARTBEAT_S) -> None:
-        self.every_s, self.stop = every_s, threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        start = time.perf_counter()
-        while not self.stop.wait(self.every_s):
-            print(f"[trt] still building ({time.perf_counter() - start:.0f} s)", flush=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join()
 
 
 def _parse(trt, network, logger, onnx_path: Path) -> None:
@@ -256,9 +250,49 @@ def _write_atomically(path: Path, data: bytes) -> None:
         partial.unlink(missing_ok=True)
 
 
-def build_plan(onnx_path: str | Path, plan_path: str | Path, precision: str = "fp16", opt_batch: int = 8,
-               max_batch: int = 8, min_batch: int = 1, workspace_gib: float = DEFAULT_WORKSPACE_GIB,
-               timing_cache: str | Path | None = None, log_path: str | Path | None = None) -> BuildResult:
+def _typing(trt, info: OnnxInfo, precision: str, strongly_typed: bool, onnx_path: Path) -> int:
+    """Network creation flags, after checking that the graph fits the requested form."""
+    if strongly_typed:
+        if info.precision != precision:
+            raise BuildError(f"{onnx_path} is the {info.precision} graph, but a strongly typed {precision} "
+                             f"plan follows the graph's types: export it with `python -m "
+                             f"rtmo_triton.build.export --precision {precision}`")
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    if info.precision != "fp32":
+        raise BuildError(f"{onnx_path} is the {info.precision} graph, which only a strongly typed build "
+                         "reads as meant (--strongly-typed); the weakly typed build starts from the FP32 "
+                         "graph")
+    if precision == "fp16" and not hasattr(trt.BuilderFlag, "FP16"):
+        raise BuildError(f"TensorRT {trt.__version__} has no FP16 builder flag: build the strongly typed "
+                         "form (the FP16 graph of `python -m rtmo_triton.build.export --precision fp16`, "
+                         "then `build --strongly-typed`)")
+    return 0
+
+
+def _precision_flags(trt, config, network, info: OnnxInfo, precision: str, strongly_typed: bool) -> list[str]:
+    """FP32 without TF32, or FP16 with the geometry pinned to FP32; returns the pinned layers' names."""
+    if precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)  # TensorRT's default would make "fp32" TF32
+        return []
+    if strongly_typed:
+        return []  # the graph's Casts decide
+    config.set_flag(trt.BuilderFlag.FP16)  # compute only: network inputs/outputs keep their types
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    try:
+        pinned = fp32_region.constrain(trt, network, info.region)
+    except ValueError as exc:
+        raise BuildError(f"cannot keep the pixel arithmetic in FP32: {exc}") from None
+    if not pinned:
+        raise BuildError("no layer of the parsed network belongs to the geometry scope: an FP16 plan "
+                         "would compute the DCC's bin code in FP16")
+    return pinned
+
+
+def build_plan(onnx_path: str | Path, plan_path: str | Path, precision: str = "fp16",
+               opt_batch: int = TYPICAL_BATCH, max_batch: int = 8, min_batch: int = 1,
+               workspace_gib: float = DEFAULT_WORKSPACE_GIB, timing_cache: str | Path | None = None,
+               log_path: str | Path | None = None, *,
+               strongly_typed: bool = False) -> BuildResult:
     """ONNX → serialized plan at ``plan_path`` plus its record ``<plan>.json``; raises ``BuildError``.
 
     Defaults put the log (``build.log``) and the timing cache (``timing.cache``) in the folder above the
@@ -271,11 +305,8 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, precision: str = "f
         raise BuildError(f"workspace_gib must be positive, got {workspace_gib}")
     batch_profile(min_batch, opt_batch, max_batch, max(FEATMAP_STRIDES))  # batch checks before anything slow
     trt = import_tensorrt()
-    if precision == "fp16" and not hasattr(trt.BuilderFlag, "FP16"):
-        raise BuildError(f"TensorRT {trt.__version__} has no FP16 builder flag (TensorRT 11 requires "
-                         "strongly typed FP16 graphs, which this project does not export): use "
-                         "PRECISION=fp32, or a Triton container with TensorRT 10")
     info = read_onnx(onnx_path)
+    flags = _typing(trt, info, precision, strongly_typed, onnx_path)
     shapes = batch_profile(min_batch, opt_batch, max_batch, info.input_size)
     platform = current_platform()
     server_trt = library_tensorrt_version()
@@ -288,34 +319,34 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, precision: str = "f
     timing_cache = Path(timing_cache) if timing_cache else plan_path.parent.parent / "timing.cache"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     timing_cache.parent.mkdir(parents=True, exist_ok=True)
+    typing = "strong" if strongly_typed else "weak"
 
     start = time.perf_counter()
     with log_path.open("w") as log_file:
         logger = _logger(trt, log_file)
         builder = trt.Builder(logger)
-        network = builder.create_network(_network_flags(trt))
+        network = builder.create_network(flags)
         _parse(trt, network, logger, onnx_path)
         io = _describe_io(network)
         log_file.write("[rtmo] network I/O (kept as exported): " + "; ".join(io) + "\n")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-        if precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)  # compute only: network inputs/outputs keep their types
+        pinned = _precision_flags(trt, config, network, info, precision, strongly_typed)
+        if pinned:
+            log_file.write(f"[rtmo] {len(pinned)} layers pinned to FP32 (geometry): {', '.join(pinned)}\n")
         profile = builder.create_optimization_profile()
         profile.set_shape(ENGINE_INPUT, *shapes)
         config.add_optimization_profile(profile)
         _timing_cache(config, timing_cache)
         monitor = _progress_monitor(trt)
-        if monitor is not None:
-            config.progress_monitor = monitor
-        print(f"[trt] building the {precision} plan of RTMO-{info.variant} {info.input_size}px "
-              f"K={info.topk}, "
-              f"batch {min_batch}/{opt_batch}/{max_batch}, workspace {workspace_gib:g} GiB, on "
-              f"{platform.describe()}; log: {log_path}", flush=True)
-        with _Heartbeat() if monitor is None else contextlib.nullcontext():
-            serialized = builder.build_serialized_network(network, config)
+        config.progress_monitor = monitor
+        print(f"[trt] building the {precision} plan ({typing}ly typed"
+              + (f", {len(pinned)} geometry layers FP32" if pinned else "") + f") of RTMO-{info.variant} "
+              f"{info.input_size}px K={info.topk}, batch {min_batch}/{opt_batch}/{max_batch}, workspace "
+              f"{workspace_gib:g} GiB, on {platform.describe()}; log: {log_path}", flush=True)
+        serialized = builder.build_serialized_network(network, config)
         if serialized is None:
-            if monitor is not None and monitor.cancelled:
+            if monitor.cancelled:
                 raise BuildError("build cancelled; the previous plan, if any, is untouched")
             raise BuildError(f"TensorRT failed to build the plan; the errors are above and in {log_path}")
         _write_atomically(timing_cache, bytes(config.get_timing_cache().serialize()))
@@ -324,9 +355,9 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, precision: str = "f
         _write_atomically(plan_path, bytes(serialized))
     record = EngineRecord(
         tensorrt_version=platform.tensorrt_version, gpu_name=platform.gpu_name,
-        compute_capability=platform.compute_capability, precision=precision, variant=info.variant,
-        input_size=info.input_size, topk=info.topk, min_batch=min_batch, opt_batch=opt_batch,
-        max_batch=max_batch, onnx_sha256=info.sha256,
+        compute_capability=platform.compute_capability, precision=precision, typing=typing,
+        fp32_layers=len(pinned), variant=info.variant, input_size=info.input_size, topk=info.topk,
+        min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, onnx_sha256=info.sha256,
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), input_dtype=info.input_dtype,
     )
     write_record(plan_path, record)

@@ -4,8 +4,8 @@ A plan deserializes only under the TensorRT version that built it and runs
 only on GPUs of the compute capability it was tuned for. Triton's own error
 for a mismatch is a deserialization failure deep in its log; this record
 turns it into a sentence that says what to rebuild, both before
-``make build-engines`` reuses a plan and when the server loads the models
-(``check_served``, called by the decode model's ``initialize``).
+``make build-engines`` reuses a plan and before a deployment
+(``python -m rtmo_triton.build.trt check``, ``check_served``).
 
 Nothing here imports ``tensorrt`` at module import: it runs on CPU hosts.
 """
@@ -46,6 +46,10 @@ class EngineRecord:
     gpu_name: str
     compute_capability: str
     precision: str
+    typing: str
+    """``weak`` (FP16 flag, geometry layers pinned to FP32) or ``strong`` (the graph's own types)."""
+    fp32_layers: int
+    """Layers pinned to FP32 in a weakly typed FP16 plan (0 otherwise)."""
     variant: str
     input_size: int
     topk: int
@@ -54,7 +58,7 @@ class EngineRecord:
     max_batch: int
     onnx_sha256: str
     built_at: str
-    input_dtype: str = "float32"
+    input_dtype: str
     """The engine input's type as exported (``spec.ENGINE_INPUT_DTYPE`` at export time)."""
 
     @property
@@ -146,14 +150,12 @@ def library_tensorrt_version() -> str | None:
     version = os.environ.get("TRT_VERSION", "").strip()
     if version:
         return version
-    for lib in ("libnvinfer.so.10", "libnvinfer.so.11", "libnvinfer.so"):
+    for lib in ("libnvinfer.so.10", "libnvinfer.so"):
         try:
-            encoded = int(ctypes.CDLL(lib).getInferLibVersion())
+            encoded = int(ctypes.CDLL(lib).getInferLibVersion())  # major·10000 + minor·100 + patch
         except (OSError, AttributeError):
             continue
-        if encoded >= 100000:  # TensorRT ≥ 10: major·10000 + minor·100 + patch
-            return f"{encoded // 10000}.{encoded // 100 % 100}.{encoded % 100}"
-        return f"{encoded // 1000}.{encoded // 100 % 10}.{encoded % 100}"
+        return f"{encoded // 10000}.{encoded // 100 % 100}.{encoded % 100}"
     return None
 
 
@@ -225,9 +227,10 @@ def require_compat(plan: str | Path, here: Platform | None = None) -> list[str]:
 
 
 def check_served(plan: str | Path, here: Callable[[], Platform] | None = None) -> list[str]:
-    """For a Triton model's ``initialize``: a no-op (``[]``) without a plan (the ONNX flavour, CPU
-    hosts); with one, compare its record with the running server's TensorRT and GPU and raise
-    ``EngineMismatch`` (or ``NoPlatform``) with what to rebuild. Returns the warnings."""
+    """The pre-deploy check (``python -m rtmo_triton.build.trt check``): a no-op (``[]``) without a
+    plan (the ONNX and torch flavours); with one, compare its record with this host's TensorRT
+    runtime and GPU and raise ``EngineMismatch`` (or ``NoPlatform``) with what to rebuild. Returns
+    the warnings."""
     plan = Path(plan)
     if not plan.is_file():
         return []
