@@ -34,11 +34,12 @@ SERVED_PACKAGES: dict[str, tuple[str, ...]] = {
     spec.PREPROCESS_NAME: (_NUMPY, _OPENCV, "pillow==12.1.1", "simplejpeg==1.9.0"),
     spec.ENGINE_NAME: (_NUMPY, "onnxruntime==1.23.2"),
     spec.DECODE_NAME: (_NUMPY, _OPENCV),  # OpenCV's NMS
-    TORCH_ENGINE: (),
+    TORCH_ENGINE: (_NUMPY,),
 }
 """Pinned, each available as a wheel for CPython 3.10-3.12, and only what the model imports
 (onnxruntime's other requirements serve its tools, not ``InferenceSession``). The torch engine carries
-nothing: PyTorch (GBs) and the numpy it was built with come from the server's interpreter."""
+numpy only (Triton's own ``triton_python_backend_utils`` imports it, and ``pip install torch`` does not
+bring it); PyTorch itself, GBs, must be in the server's interpreter."""
 
 CODE = ("__init__.py", "spec.py", "people.py", "served")
 """The parts of ``rtmo_triton`` that run inside the server; nothing else of the package is vendored."""
@@ -136,7 +137,7 @@ def install_python_model(repo: Path, model: str, *, pythons: tuple[str, ...], wo
     (version_dir / "model.py").write_text(MODEL_PY.format(name=module))
     vendor_code(version_dir, EXTRA_CODE.get(module, ()))
     shutil.rmtree(version_dir / PACKAGES_DIR, ignore_errors=True)
-    if pythons and SERVED_PACKAGES[module]:
+    if pythons:
         (version_dir / PACKAGES_DIR).mkdir()
         for python in pythons:
             archive = packed_archive(module, python, workspace, log)

@@ -1,0 +1,197 @@
+"""The served ensemble with the torch engine flavour, on PyPI's tritonserver (a GPU build), under load.
+
+The server is pytriton's binary (the installed wheel, or the trimmed copy ``gpu_bundle`` packs for a
+host without it), started so that its Python models run the interpreter of this process: the stub
+finds that interpreter by looking ``python3`` up on ``PATH`` (its venv's packages come with it;
+``PYTHONPATH`` does not reach the stub). The repository is built here with ``--pythons none``: every
+model uses this interpreter's packages, PyTorch included.
+
+Measured per concurrency level, with real JPEGs over gRPC: images/s, request latency, the engine's
+mean batch and each model's queue and compute time per request (from Triton's metrics), and the
+Python backend's shared memory: each model instance's region in /dev/shm grows to the largest
+request it has carried and never shrinks, so its size after a max-batch phase is its peak; their sum
+is what a container's ``--shm-size`` must hold.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import sysconfig
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .. import spec
+from .server import TritonServer
+
+STUB = "triton_python_backend_stub"
+LIBS = "nvidia_pytriton.libs"
+METRICS = ("nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success",
+           "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us")
+
+
+class ServedError(RuntimeError):
+    pass
+
+
+def installed_root() -> Path | None:
+    """pytriton's tritonserver folder in this interpreter, with the stub for this Python put in place."""
+    from ..serve.tritonserver import prepare, pytriton_root
+
+    root = pytriton_root()
+    if root is not None:
+        prepare(root)
+    return root
+
+
+def launch(root: Path) -> tuple[list[str], dict[str, str]]:
+    """argv prefix and environment of pytriton's server at ``root`` (``.../pytriton/tritonserver``)."""
+    stub = root / "backends" / "python" / STUB
+    if not stub.exists():
+        raise ServedError(f"{stub} is missing: the server has no Python backend stub for this interpreter")
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    ldlib = sysconfig.get_config_var("LDLIBRARY") or ""
+    python_lib = f"libpython{sys.version_info.major}.{sys.version_info.minor}.so.1.0"
+    if not any(Path(d, python_lib).exists() for d in (libdir, "/usr/lib/x86_64-linux-gnu", "/usr/lib64",
+                                                         "/usr/lib")):
+        raise ServedError(f"the stub needs {python_lib}, which this host lacks (LIBDIR {libdir}, "
+                          f"LDLIBRARY {ldlib}): install the interpreter's shared library "
+                          f"(libpython{sys.version_info.major}.{sys.version_info.minor} / python3-dev)")
+    env = {k: v for k, v in os.environ.items() if k in ("HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR")}
+    env["PATH"] = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(root.parents[1] / LIBS), libdir) if p)
+    argv = [str(root / "bin" / "tritonserver"), f"--backend-directory={root / 'backends'}"]
+    return argv, env
+
+
+def build_repository(repo: Path, *, checkpoint: Path | None, max_batch: int, log=print) -> None:
+    """Torch flavour, the packages of this interpreter; a busy server must queue, not refuse (load test)."""
+    from ..build import repository
+
+    args = ["--model-repository", str(repo), "--engine", "torch", "--pythons", "none",
+            "--max-batch", str(max_batch), "--max-queue", "0", "--workspace", str(repo.parent / "ws")]
+    if checkpoint is not None:
+        args += ["--checkpoint", str(checkpoint)]
+    code = repository.main(args)
+    if code != 0:
+        raise ServedError(f"make build-engines failed ({code})")
+
+
+def read_metrics(url: str) -> dict[tuple[str, str], float]:
+    """(metric, model) → value of the counters in ``METRICS``."""
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    values: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        m = re.match(r'^(\w+)\{[^}]*model="([^"]+)"[^}]*\} ([0-9.eE+-]+)$', line)
+        if m and m.group(1) in METRICS:
+            values[(m.group(1), m.group(2))] = values.get((m.group(1), m.group(2)), 0.0) + float(m.group(3))
+    return values
+
+
+def model_stats(before: dict, after: dict) -> dict[str, dict[str, float | None]]:
+    """Per model over an interval: mean batch per execution, queue and compute ms per request."""
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    out = {}
+    for model in sorted({m for _, m in d}):
+        count, execs = d.get(("nv_inference_count", model), 0), d.get(("nv_inference_exec_count", model), 0)
+        requests = d.get(("nv_inference_request_success", model), 0)
+
+        def per_request_ms(metric: str, model: str = model, requests: float = requests) -> float | None:
+            return d.get((metric, model), 0) / requests / 1e3 if requests else None
+
+        out[model] = {"mean_batch": count / execs if execs else None,
+                      "queue_ms": per_request_ms("nv_inference_queue_duration_us"),
+                      "compute_ms": per_request_ms("nv_inference_compute_infer_duration_us")}
+    return out
+
+
+def stub_regions(server_pid: int) -> dict[str, list[str]]:
+    """Model name → shared-memory region names of that server's Python stubs (from their argv:
+    model.py path, region, ..., parent pid)."""
+    regions: dict[str, list[str]] = defaultdict(list)
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 5 and argv[0].endswith(STUB.encode()) and argv[5] == str(server_pid).encode():
+            model_py = Path(argv[1].decode())
+            regions[model_py.parent.parent.name].append(argv[2].decode())
+    return dict(regions)
+
+
+def shm_sizes(server_pid: int) -> dict[str, int]:
+    """Bytes of /dev/shm held per model (all its instances' regions)."""
+    sizes = {}
+    for model, names in stub_regions(server_pid).items():
+        sizes[model] = sum(os.stat(f"/dev/shm/{n}").st_size for n in names if os.path.exists(f"/dev/shm/{n}"))
+    return sizes
+
+
+def _latency(outcomes) -> dict[str, float]:
+    ms = np.array([o.latency_ms for o in outcomes if o.error is None])
+    if not ms.size:
+        return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan")}
+    return {q: float(np.percentile(ms, int(q[1:]))) for q in ("p50", "p90", "p99")}
+
+
+def serve_and_load(*, root: Path, work: Path, images: list[bytes], checkpoint: Path | None, max_batch: int,
+                   concurrencies: tuple[int, ...], level_s: float, log=print) -> dict:
+    """Build, start, warm up, then one load level per concurrency and a max-batch phase."""
+    from ..client.transport import connect, run_requests
+
+    repo = work / "repo"
+    t0 = time.perf_counter()
+    build_repository(repo, checkpoint=checkpoint, max_batch=max_batch, log=log)
+    result: dict = {"build_s": round(time.perf_counter() - t0, 1), "max_batch": max_batch,
+                    "images": len(images), "levels": []}
+    log_path = work / "tritonserver.log"
+    with TritonServer(repo, log_path=log_path, launch=launch(root), ready_timeout_s=300) as server:
+        result["start_s"] = round(server.start_seconds, 1)
+        said = f"{spec.ENGINE_NAME}: "
+        result["engine"] = sorted({ln.split(said, 1)[1].rstrip('"') for ln in server.log_text().splitlines()
+                                   if said in ln})
+        log(f"[served] ready in {result['start_s']} s: {result['engine']}")
+        client = connect(server.grpc_url, "grpc")
+        try:
+            def batch(n: int) -> list[bytes]:
+                return [images[i % len(images)] for i in range(n)]
+
+            for n in range(1, max_batch + 1):  # every batch size once: CUDA graphs are captured here
+                run_requests(client, "grpc", spec.ENSEMBLE_NAME, [batch(n)], retries=0)
+            rate = None
+            for c in concurrencies:
+                n = max(4 * c, int(level_s * rate * 1.5)) if rate else 4 * c
+                requests = [[images[i % len(images)]] for i in range(n)]
+                before = read_metrics(server.metrics_url)
+                start = time.perf_counter()
+                outcomes = run_requests(client, "grpc", spec.ENSEMBLE_NAME, requests, concurrency=c,
+                                        retries=0)
+                wall = time.perf_counter() - start
+                stats = model_stats(before, read_metrics(server.metrics_url))
+                ok = sum(o.error is None for o in outcomes)
+                rate = ok / wall
+                errors = sorted({str(o.error)[:200] for o in outcomes if o.error is not None})
+                level = {"concurrency": c, "requests": n, "ok": ok, "errors": errors[:3],
+                         "images_per_s": rate, "latency_ms": _latency(outcomes), "models": stats}
+                result["levels"].append(level)
+                log(f"[served] concurrency {c}: {rate:.1f} images/s, p50 {level['latency_ms']['p50']:.1f} "
+                    f"ms, engine batch {stats.get(spec.ENGINE_NAME, {}).get('mean_batch')}, {n - ok} errors")
+            # the largest request, from as many clients as there are instances of a model: shm peaks
+            full = [batch(max_batch)] * 8
+            outcomes = run_requests(client, "grpc", spec.ENSEMBLE_NAME, full, concurrency=4, retries=0)
+            result["max_batch_phase"] = {"requests": len(full), "ok": sum(o.error is None for o in outcomes),
+                                         "latency_ms": _latency(outcomes)}
+        finally:
+            client.close()
+        shm = shm_sizes(server.process.pid)
+        result["shm_bytes_per_model"] = shm
+        result["shm_bytes_total"] = sum(shm.values())
+        result["shm_regions"] = {m: len(r) for m, r in stub_regions(server.process.pid).items()}
+        log(f"[served] /dev/shm per model after the max-batch phase: {shm}")
+    return result
