@@ -39,3 +39,19 @@ def test_request_buffers_are_reused_instead_of_faulted_in_again():
     # 20 decodes of ~7 MB of temporaries: glibc's defaults fault most pages in anew each time
     assert default > 20 * 500, default
     assert kept < 200, kept
+
+
+def test_both_thresholds_are_set_even_when_the_first_is_refused(monkeypatch):
+    from rtmo_triton.served import heap
+
+    calls = []
+
+    class Libc:
+        @staticmethod
+        def mallopt(param, value):
+            calls.append(param)
+            return 0 if param == heap.M_MMAP_THRESHOLD else 1  # the first setting refused
+
+    monkeypatch.setattr(heap.ctypes, "CDLL", lambda name: Libc)
+    assert heap.keep_freed_buffers() is False
+    assert calls == [heap.M_MMAP_THRESHOLD, heap.M_TRIM_THRESHOLD]

@@ -19,11 +19,13 @@ M_MMAP_THRESHOLD = -3
 
 
 def keep_freed_buffers(mmap_threshold: int = 64 << 20, trim_threshold: int = 128 << 20) -> bool:
-    """Set glibc's mmap and trim thresholds; False (and nothing changed) where libc is not glibc."""
+    """Set glibc's mmap and trim thresholds; False where libc is not glibc or refused either setting."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
+    # both calls always run: a refused first setting must not silently skip the second
+    applied = [mallopt(M_MMAP_THRESHOLD, mmap_threshold), mallopt(M_TRIM_THRESHOLD, trim_threshold)]
+    return all(applied)

@@ -1,8 +1,7 @@
 """From the engine's top-K candidates to people in original-image pixels.
 
 Runs per image on CPU in the Triton decode model. Everything is vectorized
-over candidates and keypoints; the only loop is NMS's fixed-point iteration,
-which converges in a handful of matrix steps.
+over candidates and keypoints; NMS is OpenCV's greedy ``dnn.NMSBoxes``.
 """
 from __future__ import annotations
 
@@ -64,7 +63,7 @@ def decode_people(
     Inputs are one image's engine outputs: scores [K] and kpt_vis [K, J]
     (probabilities), boxes [K, 4] (xyxy, input pixels, unclamped), logits
     [K, J, 192] and [K, J, 256]; ``affine`` is the preprocess's
-    [scale, offset_x, offset_y, orig_w, orig_h].
+    ``spec.AFFINE_FIELDS`` row (scale, offsets, original size, input size).
     """
     num_kpts = kpt_vis.shape[-1]
     cand = np.flatnonzero(scores > score_thr)
