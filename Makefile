@@ -94,6 +94,15 @@ soak: $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## SOAK_MINUTES of mixed image size
 overload: $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## accepted latency and busy refusals at 1x/2x/4x the sustainable concurrency
 	$(PY) -m rtmo_triton.harness.overload --model-repository $(MODEL_REPOSITORY)
 
+.PHONY: gpu-check gpu-check-prepare
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-check:  ## GPU host: torch numerics, engine ceiling, served ensemble → reports/gpu/ (docs/gpu.md); DRY=1: CPU rehearsal
+	$(GPU_PY) -m rtmo_triton.harness.gpu_check $(if $(DRY),--dry-run) \
+		$(if $(wildcard .gpu-check/tritonserver.tar.xz),--bundle .gpu-check)
+
+gpu-check-prepare: $(SETUP_STAMP)  ## pack what an offline GPU host lacks (server, wheels) into .gpu-check/ for a device call
+	$(PY) -m rtmo_triton.harness.gpu_bundle --out .gpu-check
+
 clean:  ## remove the built repository's models and out/ (keeps .venv and build/'s packed packages)
 	rm -rf $(OUT) $(wildcard $(MODEL_REPOSITORY)/*/)
 

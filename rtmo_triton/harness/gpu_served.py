@@ -162,7 +162,7 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], checkpoint: P
             def batch(n: int) -> list[bytes]:
                 return [images[i % len(images)] for i in range(n)]
 
-            for n in range(1, max_batch + 1):  # every batch size once: CUDA graphs are captured here
+            for n in range(1, max_batch + 1):  # every batch size once through the ensemble
                 run_requests(client, "grpc", spec.ENSEMBLE_NAME, [batch(n)], retries=0)
             rate = None
             for c in concurrencies:

@@ -13,6 +13,7 @@ PyTorch is never carried in the repository (GBs): the server's interpreter must 
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from ..model.deploy import DeployRTMO, load_deploy
-from ..spec import ENGINE_OUTPUTS
+from ..spec import ENGINE_INPUT_DTYPE, ENGINE_OUTPUTS
 
 PRECISIONS = ("fp16", "fp32")
 
@@ -122,6 +123,15 @@ class TorchEngine:
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
         return dict(zip(ENGINE_OUTPUTS, outputs))
+
+    def warm_up(self, max_batch: int) -> float:
+        """Run every batch size once (cuDNN picks its algorithms, the CUDA graphs are captured), so the
+        first requests cost what later ones do; returns the seconds it took."""
+        start = time.perf_counter()
+        size = int(self.info["input_size"])
+        for batch in range(1, max_batch + 1):
+            self.run(np.zeros((batch, 3, size, size), dtype=ENGINE_INPUT_DTYPE))
+        return time.perf_counter() - start
 
     def run_requests(self, inputs: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
         """One run over every request's rows; outputs split back per request (contiguous views)."""

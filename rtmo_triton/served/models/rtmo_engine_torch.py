@@ -35,6 +35,10 @@ class TritonPythonModel:
         self.engine = TorchEngine(path, device, params["precision"], threads=int(threads),
                                   cuda_graphs=params["cuda_graphs"] == "yes")
         pb_utils.Logger.log_info(f"{args['model_name']}: {self.engine.describe()}")
+        if gpu:  # no request pays for cuDNN's algorithm search or a graph capture
+            max_batch = json.loads(args["model_config"])["max_batch_size"]
+            seconds = self.engine.warm_up(max_batch)
+            pb_utils.Logger.log_info(f"{args['model_name']}: batches 1-{max_batch} ready in {seconds:.1f} s")
 
     def execute(self, requests):
         inputs = [pb_utils.get_input_tensor_by_name(r, ENGINE_INPUT).as_numpy() for r in requests]

@@ -1,0 +1,160 @@
+"""``make gpu-check-prepare``: what an offline GPU host lacks for ``make gpu-check``, in ``.gpu-check/``.
+
+The GPU hosts we can test on have CUDA PyTorch, numpy, OpenCV, Pillow, onnx and onnxruntime for
+Python 3.12, but no tritonserver, no tritonclient, no simplejpeg, and no network. This packs:
+
+- ``tritonserver.tar.xz``: PyPI's pytriton server (a GPU build) trimmed to the binary, the Python
+  backend with the stub for the host's Python, and the libraries they load (symbols stripped), laid
+  out as in site-packages so the binaries' relative library paths hold;
+- ``wheels/server/``: what the served Python models import and the host lacks (simplejpeg), installed
+  into the host's interpreter by ``gpu_check --bundle``;
+- ``wheels/client/``: tritonclient and what its gRPC client needs in the versions this checkout runs,
+  put on the check's own ``sys.path`` only.
+
+The folder travels with the device call (``carry``), whose working tree may hold 64 MiB in all,
+tracked files included: the total is checked here, and grpcio (the largest wheel) is left out with a
+warning when it does not fit (the host's own grpcio is then used).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from .gpu_served import LIBS, STUB
+
+DEFAULT_BUNDLE = Path(".gpu-check")
+SERVER_ARCHIVE = "tritonserver.tar.xz"
+HOST_PYTHON = "3.12"
+SERVER_WHEELS = ("simplejpeg==1.9.0",)
+CLIENT_PACKAGES = ("tritonclient", "python-rapidjson", "protobuf", "grpcio")
+OPTIONAL = "grpcio"
+LIMIT_BYTES = 64 << 20
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
+             "manylinux2014_x86_64", "manylinux1_x86_64")
+
+
+def server_files(root: Path, python: str) -> list[tuple[Path, str]]:
+    """(source, path in the archive) of the trimmed server from pytriton's ``tritonserver`` folder."""
+    site = root.parents[1]
+    stub = root / "python_backend_stubs" / python / STUB
+    if not stub.exists():
+        raise SystemExit(f"nvidia-pytriton has no Python backend stub for Python {python}")
+    files = [(root / "bin" / "tritonserver", "pytriton/tritonserver/bin/tritonserver"),
+             (stub, f"pytriton/tritonserver/backends/python/{STUB}")]
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        files.append((root / "backends" / "python" / name, f"pytriton/tritonserver/backends/python/{name}"))
+    for lib in sorted((site / LIBS).iterdir()):
+        if not lib.name.startswith("libpython"):  # the 3.13 stub's own interpreter: not needed here
+            files.append((lib, f"{LIBS}/{lib.name}"))
+    return files
+
+
+def pack_server(out: Path, python: str = HOST_PYTHON, log=print) -> Path:
+    from ..serve.tritonserver import pytriton_root
+
+    root = pytriton_root()
+    if root is None:
+        raise SystemExit("nvidia-pytriton is not installed here: run `make setup` first")
+    archive = out / SERVER_ARCHIVE
+    strip = shutil.which("strip")
+    with tempfile.TemporaryDirectory() as tmp:
+        for src, rel in server_files(root, python):
+            dst = Path(tmp) / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+            if strip and not rel.endswith(".py"):
+                subprocess.run([strip, "--strip-unneeded", str(dst)], capture_output=True)
+        log(f"packing the server (xz, a few minutes){'' if strip else '; no strip found, unstripped'} ...")
+        partial = archive.with_name(archive.name + ".partial")
+        with tarfile.open(partial, "w:xz", preset=9) as tar:
+            for top in ("pytriton", LIBS):
+                tar.add(Path(tmp) / top, arcname=top)
+        partial.replace(archive)
+    return archive
+
+
+def download(specs: list[str], dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+               "--only-binary=:all:", "--implementation", "cp", "--python-version", HOST_PYTHON,
+               *(f"--platform={p}" for p in PLATFORMS), "-d", str(dest), *specs]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"pip download {' '.join(specs)} failed:\n{done.stderr[-2000:]}")
+
+
+def travelling_bytes(repo: Path, exclude: Path) -> int:
+    """Tracked and untracked-not-ignored files of the checkout (what a device call sends besides carry)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                            capture_output=True, check=True).stdout.split(b"\0")
+    total = 0
+    for name in filter(None, listed):
+        path = repo / name.decode()
+        if path.is_file() and exclude not in path.parents:
+            total += path.stat().st_size
+    return total
+
+
+def ignore_locally(repo: Path, folder: Path) -> None:
+    """The bundle must not be tracked, only carried: list it in .git/info/exclude."""
+    exclude = repo / ".git" / "info" / "exclude"
+    entry = f"/{folder.name}/"
+    if not (repo / ".git").is_dir():
+        return
+    exclude.parent.mkdir(exist_ok=True)
+    if entry not in (exclude.read_text().split() if exclude.is_file() else []):
+        with exclude.open("a") as f:
+            f.write(f"\n{entry}\n")
+
+
+def size_mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rtmo_triton.harness.gpu_bundle",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=DEFAULT_BUNDLE)
+    args = p.parse_args(argv)
+    repo = Path.cwd()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    ignore_locally(repo, out)
+    archive = out / SERVER_ARCHIVE
+    if archive.is_file():
+        print(f"server archive kept: {archive} ({size_mib(archive.stat().st_size)}); delete it to repack")
+    else:
+        pack_server(out)
+    shutil.rmtree(out / "wheels", ignore_errors=True)
+    download(list(SERVER_WHEELS), out / "wheels" / "server")
+    pins = [f"{name}=={metadata.version(name)}" for name in CLIENT_PACKAGES]
+    download(pins, out / "wheels" / "client")
+    tree = travelling_bytes(repo, out)
+    bundle = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    if tree + bundle > LIMIT_BYTES:
+        for wheel in (out / "wheels" / "client").glob(f"{OPTIONAL}-*.whl"):
+            print(f"warning: {wheel.name} ({size_mib(wheel.stat().st_size)}) left out to fit 64 MiB: the "
+                  f"host's own {OPTIONAL} must be at least the version tritonclient's generated code names")
+            bundle -= wheel.stat().st_size
+            wheel.unlink()
+    for f in sorted(out.rglob("*")):
+        if f.is_file():
+            print(f"  {size_mib(f.stat().st_size):>10}  {f.relative_to(out.parent)}")
+    total = tree + bundle
+    print(f"travels: checkout {size_mib(tree)} + {out.name} {size_mib(bundle)} = {size_mib(total)} "
+          f"(limit {size_mib(LIMIT_BYTES)})")
+    if total > LIMIT_BYTES:
+        print("error: over the device call's limit: ignore or remove untracked files (git status) and retry",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

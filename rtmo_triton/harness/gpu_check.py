@@ -1,0 +1,425 @@
+"""``make gpu-check``: one command that answers what the GPU path does, on the GPU host it runs on.
+
+Sections, each written to ``gpu_check.json`` and ``gpu_check.md`` as soon as it is done (a run cut
+short keeps what it finished), each failing alone:
+
+1. numerics: torch on the device in FP32 (TF32 off), TF32, FP16 whole network and FP16 with the
+   box decoding and the DCC's bin code in FP32 (what is served), against the CPU FP32 ONNX path
+   through the served decoder: people found/missed/extra, keypoint and box deltas, NaN/inf. On the
+   fixture images with the RTMO-t fixture checkpoint, and with random RTMO-s/m/l weights;
+2. dcc_probe: the same candidates' keypoints with the bin code in FP16 vs FP32, box sizes 100-800 px;
+3. ceiling: the deploy graph alone, RTMO-s/m/l FP16 channels-last, eager and CUDA graphs, batch 1/8/32;
+4. copies: host↔device time of the engine's input and outputs;
+5. served: the ensemble with the torch flavour on the GPU in pytriton's tritonserver, gRPC load at
+   concurrency 1-16 with real JPEGs, the engine's mean batch, and the Python backend's /dev/shm.
+
+Without a CUDA device it says so and exits 2; ``--dry-run`` runs every section on the CPU at tiny
+sizes (CI runs it, so the script cannot rot); ``--cpu`` runs the chosen sections on the CPU at full
+size (PyTorch's FP16 CPU kernels: what FP16 rounding does, never a GPU figure). ``--bundle
+.gpu-check`` (``make gpu-check-prepare``) brings the server and the wheels an offline host lacks.
+Exit status 0: every section ran; 1: some failed (each says why in the report).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tarfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+CHECKPOINT_T = FIXTURES / "rtmo-t" / "rtmo-t_random_seed0.pth"
+DEFAULT_OUT = Path("reports/gpu")
+DRY_OUT = Path("reports/tmp/gpu-dry-run")
+PAPER_V100_ONNXRUNTIME_MS = {"s": 8.9, "m": 12.4, "l": 19.1}
+"""RTMO paper: latency per image on a V100 with ONNX Runtime, the anchors to compare against."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m rtmo_triton.harness.gpu_check",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, help=f"report folder (default {DEFAULT_OUT}; dry run: {DRY_OUT})")
+    p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: rehearse every section")
+    p.add_argument("--cpu", action="store_true", help="measure on the CPU at full size (no GPU figure)")
+    p.add_argument("--bundle", type=Path, help="folder made by `make gpu-check-prepare` (offline GPU hosts)")
+    p.add_argument("--work", type=Path, default=Path("/tmp/rtmo-gpu-check"), help="scratch folder")
+    p.add_argument("--sections", default="numerics,dcc_probe,ceiling,copies,served")
+    p.add_argument("--variants", default=None, help="random-weight variants (default s,m,l; dry run: none)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile in the ceiling (slow)")
+    p.add_argument("--label", default="", help="what is being measured, e.g. the commit")
+    args = p.parse_args(argv)
+    args.out = args.out or (DRY_OUT if args.dry_run else DEFAULT_OUT)
+    if args.variants is None:
+        args.variants = "" if args.dry_run else "s,m,l"
+    args.variants = [v for v in args.variants.split(",") if v]
+    args.sections = [s for s in args.sections.split(",") if s]
+    return args
+
+
+def use_bundle(bundle: Path, work: Path) -> Path:
+    """Unpack the server (once), install the served models' missing packages into this interpreter
+    (the server's Python models run it) and put the client's wheels on this process's path. Must run
+    before anything imports protobuf. Returns the server's ``tritonserver`` folder."""
+    from .gpu_bundle import SERVER_ARCHIVE
+
+    site = work / "server"
+    if not (site / "pytriton").is_dir():
+        site.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(bundle / SERVER_ARCHIVE) as tar:
+            tar.extractall(site, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+           "--disable-pip-version-check"]
+    server_wheels = missing_here(bundle / "wheels" / "server")
+    if server_wheels:
+        subprocess.run([*pip, *map(str, server_wheels)], check=True)
+    client = work / "client"
+    client_wheels = missing_here(bundle / "wheels" / "client")
+    if client_wheels:
+        subprocess.run([*pip, "--upgrade", "--target", str(client), *map(str, client_wheels)], check=True)
+        sys.path.insert(0, str(client))
+    return site / "pytriton" / "tritonserver"
+
+
+def missing_here(folder: Path) -> list[Path]:
+    """The wheels in ``folder`` this interpreter lacks, or has in an older version (a newer one here
+    stays: other packages of the host, onnx's generated protobuf code say, may need it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.version import Version
+
+    wanted = []
+    for wheel in sorted(folder.glob("*.whl")):
+        name, wheel_version = wheel.name.split("-")[:2]
+        try:
+            here = Version(version(name.replace("_", "-")))
+        except PackageNotFoundError:
+            here = None
+        if here is None or here < Version(wheel_version):
+            wanted.append(wheel)
+        else:
+            print(f"[bundle] {name} {here} here, not older than the bundle's {wheel_version}: kept")
+    return wanted
+
+
+def _run(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def environment(label: str) -> dict:
+    import numpy as np
+    import torch
+
+    def version(name: str) -> str | None:
+        try:
+            from importlib.metadata import version as v
+            return v(name)
+        except Exception:  # noqa: BLE001 - absent packages are reported as such
+            return None
+
+    env = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "label": label,
+        "host": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count(),
+        "python": platform.python_version(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "numpy": np.__version__, "onnx": version("onnx"), "onnxruntime": version("onnxruntime"),
+        "opencv": version("opencv-python-headless") or version("opencv-python"),
+        "tritonclient": version("tritonclient"), "cuda_available": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env |= {"device": props.name, "compute_capability": f"{props.major}.{props.minor}",
+                "device_memory_gib": round(props.total_memory / 2**30, 1),
+                "multiprocessors": props.multi_processor_count}
+    smi = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
+    if smi:
+        env["nvidia_smi"] = smi.splitlines()[0]
+        env["driver"] = smi.splitlines()[0].split(",")[1].strip()
+    return env
+
+
+def fixture_images() -> list[Path]:
+    return sorted(p for p in (FIXTURES / "images").rglob("*") if p.suffix in (".jpg", ".png"))
+
+
+class Report:
+    """The JSON and markdown reports, rewritten after each section."""
+
+    def __init__(self, out: Path, env: dict, config: dict) -> None:
+        self.out = out
+        self.data = {"environment": env, "config": config, "sections": {}, "errors": {}, "seconds": {}}
+        out.mkdir(parents=True, exist_ok=True)
+
+    def section(self, name: str, fn, *args, **kwargs) -> None:
+        t0 = time.perf_counter()
+        print(f"== {name}", flush=True)
+        try:
+            self.data["sections"][name] = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - one section failing must not lose the others
+            said = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self.data["errors"][name] = said[-3000:]
+            self.data["errors"][name + "_traceback"] = traceback.format_exc()[-4000:]
+            print(f"[{name}] FAILED: {self.data['errors'][name]}", flush=True)
+        self.data["seconds"][name] = round(time.perf_counter() - t0, 1)
+        self.write()
+
+    def write(self) -> None:
+        (self.out / "gpu_check.json").write_text(json.dumps(self.data, indent=1, default=str) + "\n")
+        (self.out / "gpu_check.md").write_text(markdown(self.data))
+
+
+def _f(x, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: tuple[str, ...]) -> list[str]:
+    return [_row(*header), _row(*("---" for _ in header))]
+
+
+def _three(stats: dict, digits: int = 3) -> str:
+    return " / ".join(_f(stats[k], digits) for k in ("p50", "p99", "max"))
+
+
+def _header(env: dict, cfg: dict, seconds: dict) -> list[str]:
+    device = env.get("device", "none (CPU)")
+    if "device" in env:
+        device += f", sm {env['compute_capability']}, {env['device_memory_gib']} GiB"
+    return [f"- device: {device}",
+            f"- driver: {env.get('driver', '–')} (nvidia-smi: {env.get('nvidia_smi', '–')})",
+            f"- torch {env['torch']} (CUDA {env['torch_cuda']}, cuDNN {env['cudnn']}), numpy {env['numpy']}, "
+            f"onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, Python {env['python']}, "
+            f"{env['cpus']} CPUs",
+            f"- when: {env['date']}, label: {env['label'] or '–'}, command: `{cfg['command']}`",
+            f"- seconds per section: {seconds}", ""]
+
+
+def _numerics(results: list[dict]) -> list[str]:
+    lines = ["## Numerics against the CPU FP32 ONNX path (onnxruntime), through the served decoder", "",
+             "Matched people's deltas in original-image pixels (keypoints: Euclidean distance; boxes: the "
+             "largest coordinate difference), p50 / p99 / max.", ""]
+    lines += _table(("model", "setting", "device", "people ref / found / missed / extra", "keypoint px",
+                     "box px", "score max", "NaN/inf"))
+    for m in results:
+        for name, s in m["settings"].items():
+            pp = s["people"]
+            lines.append(_row(m["model"], name, s["device"],
+                              f"{pp['reference']} / {pp['found']} / {pp['missed']} / {pp['extra']}",
+                              _three(s["keypoint_px"]), _three(s["box_px"]), _f(s["score_abs"]["max"], 4),
+                              s["nonfinite_total"]))
+    return [*lines, ""]
+
+
+def _probe(p: dict) -> list[str]:
+    lines = [f"## DCC bin code in FP16 vs FP32 ({p['candidates']} candidates of the RTMO-t fixtures, "
+             f"{p['device']}; everything else FP32)", ""]
+    lines += _table(("box size px", "code abs max", "keypoint px p50 / p99 / max"))
+    for size, r in p["box_sizes_px"].items():
+        lines.append(_row(size, _f(r["code_abs_max"], 4), _three(r["keypoint_px"])))
+    return [*lines, ""]
+
+
+def _ceiling(ceiling: dict) -> list[str]:
+    results = ceiling["variants"]
+    lines = [f"## Engine ceiling (deploy graph alone, {ceiling['precision'].upper()} on {ceiling['device']}, "
+             "channels-last on CUDA; no server, no pre/post)", ""]
+    lines += _table(("variant", "batch", "mode", "images/s", "batch ms (mean)", "latency p50 / p99 ms",
+                     "paper: V100 ONNX Runtime ms/image"))
+    for variant, rows in results.items():
+        paper = PAPER_V100_ONNXRUNTIME_MS.get(variant, "–")
+        for batch, modes in rows.items():
+            for mode, t in modes.items():
+                if "error" in t:
+                    lines.append(_row(variant, batch, mode, f"error: {t['error'][:80]}", "", "", paper))
+                else:
+                    lines.append(_row(variant, batch, mode, f"{t['images_per_s']:.0f}",
+                                      f"{t['batch_ms_mean']:.2f}",
+                                      f"{t['latency_ms_p50']:.2f} / {t['latency_ms_p99']:.2f}", paper))
+    return [*lines, ""]
+
+
+def _copies(results: dict) -> list[str]:
+    lines = ["## Host↔device copies of the engine's input (uint8) and outputs (FP32, K=100)", ""]
+    lines += _table(("variant", "batch", "input MB", "output MB", "H2D pageable / pinned ms",
+                     "D2H pageable / pinned ms"))
+    for variant, rows in results.items():
+        for batch, r in rows.items():
+            pg, pn = r["pageable"], r["pinned"]
+            lines.append(_row(variant, batch, f"{r['input_bytes'] / 1e6:.2f}",
+                              f"{r['output_bytes'] / 1e6:.2f}", f"{pg['h2d_ms']:.3f} / {pn['h2d_ms']:.3f}",
+                              f"{pg['d2h_ms']:.3f} / {pn['d2h_ms']:.3f}"))
+    return [*lines, ""]
+
+
+def _served(s: dict) -> list[str]:
+    lines = [f"## Served ensemble, torch flavour ({'; '.join(s.get('engine', []))})", "",
+             f"Repository built in {s['build_s']} s, server ready in {s.get('start_s')} s; "
+             f"{s['images']} real JPEGs cycled, one image per request over gRPC, max batch "
+             f"{s['max_batch']}.", ""]
+    lines += _table(("concurrency", "requests ok", "images/s", "latency p50 / p90 / p99 ms",
+                     "engine mean batch", "engine queue / compute ms"))
+    for lv in s["levels"]:
+        e, lat = lv["models"].get("rtmo_engine", {}), lv["latency_ms"]
+        lines.append(_row(lv["concurrency"], f"{lv['ok']}/{lv['requests']}", f"{lv['images_per_s']:.1f}",
+                          f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f}", _f(e.get("mean_batch")),
+                          f"{_f(e.get('queue_ms'))} / {_f(e.get('compute_ms'))}"))
+    lines += ["", "Python backend shared memory after the max-batch phase (the peak: regions never shrink):",
+              ""]
+    lines += _table(("model", "instances", "/dev/shm MiB"))
+    for model, size in s.get("shm_bytes_per_model", {}).items():
+        lines.append(_row(model, s["shm_regions"].get(model), f"{size / 2**20:.1f}"))
+    lines.append(_row("total", "", f"{s.get('shm_bytes_total', 0) / 2**20:.1f}"))
+    return [*lines, ""]
+
+
+def markdown(data: dict) -> str:
+    env, cfg, sec = data["environment"], data["config"], data["sections"]
+    dry = " — DRY RUN on the CPU (tiny sizes; no GPU figure here)" if cfg.get("dry_run") else ""
+    dry = dry or (" — on the CPU (PyTorch's CPU kernels; no GPU figure here)" if cfg.get("cpu") else "")
+    title = "# GPU check" + dry
+    lines = [title, "", *_header(env, cfg, data["seconds"])]
+    for name, render in (("numerics", _numerics), ("dcc_probe", _probe), ("ceiling", _ceiling),
+                         ("copies", _copies), ("served", _served)):
+        if name in sec and "skipped" not in sec[name]:
+            lines += render(sec[name])
+        elif name in sec:
+            lines += [f"## {name}: skipped ({sec[name]['skipped']})", ""]
+    for name, err in data["errors"].items():
+        if not name.endswith("_traceback"):
+            lines += [f"## {name}: FAILED", "", "```", err, "```", ""]
+    return "\n".join(lines)
+
+
+def numerics_section(args, device) -> list[dict]:
+    import numpy as np
+
+    from ..model import load_checkpoint, random_model
+    from ..spec import DEFAULT_NMS_THR, DEFAULT_SCORE_THR, DEFAULT_TOPK
+    from .gpu_numerics import run_model
+
+    paths = fixture_images()[:1 if args.dry_run else None]
+    images = [p.read_bytes() for p in paths]
+    with np.load(sorted((FIXTURES / "rtmo-t").glob("outputs_*.npz"))[0]) as ref:
+        thr = float(ref["score_thr"]), float(ref["nms_thr"])
+    model, _ = load_checkpoint(CHECKPOINT_T)
+    results = [run_model("t (fixture checkpoint)", model, images, device, topk=DEFAULT_TOPK, score_thr=thr[0],
+                         nms_thr=thr[1])]
+    for variant in args.variants:
+        results.append(run_model(f"{variant} (random weights)", random_model(variant), images, device,
+                                 topk=DEFAULT_TOPK, score_thr=DEFAULT_SCORE_THR, nms_thr=DEFAULT_NMS_THR))
+    return results
+
+
+def dcc_probe_section(args, device) -> dict:
+    import numpy as np
+
+    from ..model import load_checkpoint
+    from .gpu_numerics import dcc_probe
+
+    model, _ = load_checkpoint(CHECKPOINT_T)
+    pose, grids, centres = [], [], []
+    for path in sorted((FIXTURES / "rtmo-t").glob("outputs_*.npz"))[:1 if args.dry_run else None]:
+        with np.load(path) as ref:
+            pose.append(ref["dcc_pose_vecs"])
+            grids.append(ref["dcc_grids"])
+            centres.append(ref["dcc_bbox_cs"][:, :2])
+    return dcc_probe(model, *(np.concatenate(x).astype(np.float32) for x in (pose, grids, centres)), device)
+
+
+def ceiling_section(args, device) -> dict:
+    from ..model import load_checkpoint, random_model
+    from ..spec import DEFAULT_TOPK
+    from .gpu_bench import engine_ceiling
+    from .gpu_numerics import deploy_graph
+
+    variants = args.variants or ["t"]
+    batches = (1, 2) if args.dry_run else (1, 8, 32)
+    modes = ("eager", "cuda_graph") + (("compile",) if args.compile else ())
+    precision = "fp32" if device.type == "cpu" else "fp16"
+    out = {"precision": precision, "device": str(device), "variants": {}}
+    for variant in variants:  # dry run: the fixture checkpoint loads faster than random weights settle
+        model = load_checkpoint(CHECKPOINT_T)[0] if args.dry_run else random_model(variant)
+        deploy = deploy_graph(model, DEFAULT_TOPK)
+        sizes = {"warmup": 0, "iters": 1, "budget_s": 5} if args.dry_run else {"warmup": 10, "iters": 100,
+                                                                                 "budget_s": 30}
+        out["variants"][variant] = engine_ceiling(deploy, device, batches, precision=precision, modes=modes,
+                                                  **sizes)
+    return out
+
+
+def copies_section(args, device) -> dict:
+    from ..spec import DEFAULT_TOPK, NUM_KEYPOINTS, VARIANTS
+    from .gpu_bench import copy_times
+
+    variant = (args.variants or ["t"])[0]
+    batches = (1, 2) if args.dry_run else (1, 8, 32)
+    return {variant: copy_times(device, VARIANTS[variant].input_size, DEFAULT_TOPK, NUM_KEYPOINTS, batches,
+                                repeats=3 if args.dry_run else 20)}
+
+
+def served_section(args, server_root: Path | None) -> dict:
+    from .gpu_served import ServedError, installed_root, serve_and_load
+
+    root = server_root or installed_root()
+    if root is None:
+        raise ServedError("no tritonserver: pass --bundle (make gpu-check-prepare), or install "
+                          "nvidia-pytriton")
+    jpegs = [p.read_bytes() for p in fixture_images() if p.suffix == ".jpg"]
+    work = args.work / "served"
+    work.mkdir(parents=True, exist_ok=True)
+    return serve_and_load(root=root, work=work, images=jpegs,
+                          checkpoint=CHECKPOINT_T if args.dry_run else None,
+                          max_batch=2 if args.dry_run else 8,
+                          concurrencies=(1, 2) if args.dry_run else (1, 2, 4, 8, 16),
+                          level_s=1.0 if args.dry_run else 8.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    server_root = use_bundle(args.bundle, args.work) if args.bundle else None
+    import torch
+
+    on_cpu = args.dry_run or args.cpu
+    if not on_cpu and not torch.cuda.is_available():
+        print(f"gpu-check: PyTorch {torch.__version__} sees no CUDA device here, so nothing of the GPU path "
+              "can be measured. Run it on a GPU host (docs/gpu.md); `--dry-run` rehearses it on the CPU.",
+              file=sys.stderr)
+        return 2
+    device = torch.device("cpu" if on_cpu else "cuda")
+    command = shlex.join(["python", "-m", "rtmo_triton.harness.gpu_check", *(argv or sys.argv[1:])])
+    config = {"dry_run": args.dry_run, "cpu": args.cpu, "variants": args.variants, "sections": args.sections,
+              "command": command}
+    report = Report(args.out, environment(args.label), config)
+    sections = {"numerics": (numerics_section, args, device), "dcc_probe": (dcc_probe_section, args, device),
+                "ceiling": (ceiling_section, args, device), "copies": (copies_section, args, device),
+                "served": (served_section, args, server_root)}
+    for name in args.sections:
+        if name not in sections:
+            raise SystemExit(f"unknown section {name!r}: choose from {', '.join(sections)}")
+        if name == "copies" and device.type == "cpu":
+            report.data["sections"][name] = {"skipped": "no device: nothing to copy to"}
+            continue
+        fn, *rest = sections[name]
+        report.section(name, fn, *rest)
+    report.write()
+    failed = [n for n in report.data["errors"] if not n.endswith("_traceback")]
+    print(f"report: {args.out / 'gpu_check.md'}; failed sections: {', '.join(failed) or 'none'}")
+    return 1 if report.data["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

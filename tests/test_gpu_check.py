@@ -1,0 +1,126 @@
+"""``make gpu-check`` cannot rot: its CPU dry run runs every section here, and without a GPU the real
+run refuses. The pieces that read Triton's metrics and pack the offline bundle are checked on their own."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rtmo_triton import spec
+from rtmo_triton.harness import gpu_bundle
+from rtmo_triton.harness.gpu_check import markdown, missing_here
+from rtmo_triton.harness.gpu_served import model_stats
+from rtmo_triton.serve.tritonserver import pytriton_root
+
+from .served import require_server
+
+
+def gpu_check(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rtmo_triton.harness.gpu_check", *args], capture_output=True,
+                          text=True, timeout=1200)
+
+
+@pytest.mark.server
+def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
+    require_server()
+    done = gpu_check("--dry-run", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"))
+    print(done.stdout[-3000:], done.stderr[-3000:])
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert report["errors"] == {} and report["config"]["dry_run"] is True
+    sections = report["sections"]
+    assert set(sections) == {"numerics", "dcc_probe", "ceiling", "copies", "served"}
+    # numerics: FP32 PyTorch serves the ONNX path's people; every setting is finite
+    [t] = sections["numerics"]
+    fp32 = t["settings"]["fp32"]
+    assert fp32["people"]["missed"] == fp32["people"]["extra"] == 0 and fp32["people"]["found"] > 0
+    assert fp32["keypoint_px"]["p99"] < 0.1
+    assert set(t["settings"]) == {"fp32", "fp16", "fp16_fp32_geometry"}  # TF32 is CUDA's
+    assert all(s["nonfinite_total"] == 0 for s in t["settings"].values())
+    # the probe: an FP16 bin code moves keypoints more the larger the box
+    probe = sections["dcc_probe"]["box_sizes_px"]
+    assert probe["800"]["keypoint_px"]["max"] > probe["100"]["keypoint_px"]["max"] > 0
+    assert sections["ceiling"]["variants"]["t"]["1"]["eager"]["images_per_s"] > 0
+    assert "skipped" in sections["copies"]
+    served = sections["served"]
+    assert all(level["ok"] == level["requests"] for level in served["levels"])
+    assert served["max_batch_phase"]["ok"] == served["max_batch_phase"]["requests"]
+    assert set(served["shm_bytes_per_model"]) == {spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME}
+    assert all(size > 0 for size in served["shm_bytes_per_model"].values())
+    md = (tmp_path / "out" / "gpu_check.md").read_text()
+    assert md.startswith("# GPU check — DRY RUN on the CPU") and "| t (fixture checkpoint) | fp16 |" in md
+
+
+def test_without_a_gpu_the_real_run_refuses(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    done = gpu_check("--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"))
+    assert done.returncode == 2
+    assert "sees no CUDA device" in done.stderr and "--dry-run" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_markdown_says_what_failed():
+    data = {"environment": {"torch": "2.11.0", "torch_cuda": "13.0", "cudnn": 91000, "numpy": "2.5.2",
+                            "onnxruntime": "1.30.0", "onnx": "1.23.1", "python": "3.12.3", "cpus": 16,
+                            "date": "2026-11-26", "label": "abc123", "device": "NVIDIA H100 80GB HBM3",
+                            "compute_capability": "9.0", "device_memory_gib": 79.2, "driver": "580.159.04"},
+            "config": {"dry_run": False, "command": "python -m rtmo_triton.harness.gpu_check"},
+            "sections": {}, "errors": {"served": "ServedError: the stub needs libpython3.12.so.1.0"},
+            "seconds": {"served": 1.0}}
+    md = markdown(data)
+    assert "NVIDIA H100 80GB HBM3, sm 9.0" in md and "driver: 580.159.04" in md and "DRY RUN" not in md
+    assert "## served: FAILED" in md and "libpython3.12.so.1.0" in md
+
+
+def test_model_stats_from_triton_counters():
+    before = {("nv_inference_count", "rtmo_engine"): 10.0, ("nv_inference_exec_count", "rtmo_engine"): 10.0,
+              ("nv_inference_request_success", "rtmo_engine"): 10.0,
+              ("nv_inference_queue_duration_us", "rtmo_engine"): 1000.0,
+              ("nv_inference_compute_infer_duration_us", "rtmo_engine"): 50_000.0}
+    after = {("nv_inference_count", "rtmo_engine"): 42.0, ("nv_inference_exec_count", "rtmo_engine"): 18.0,
+             ("nv_inference_request_success", "rtmo_engine"): 42.0,
+             ("nv_inference_queue_duration_us", "rtmo_engine"): 33_000.0,
+             ("nv_inference_compute_infer_duration_us", "rtmo_engine"): 210_000.0}
+    stats = model_stats(before, after)["rtmo_engine"]
+    assert stats == {"mean_batch": 4.0, "queue_ms": 1.0, "compute_ms": 5.0}
+
+
+def test_bundle_takes_the_hosts_stub_and_the_libraries_not_another_python():
+    root = pytriton_root()
+    if root is None:
+        pytest.skip("nvidia-pytriton is not installed")
+    files = dict((rel, src) for src, rel in gpu_bundle.server_files(root, gpu_bundle.HOST_PYTHON))
+    stub = files["pytriton/tritonserver/backends/python/triton_python_backend_stub"]
+    assert stub.parent.name == gpu_bundle.HOST_PYTHON  # the 3.12 stub, in the backend's folder
+    assert "pytriton/tritonserver/bin/tritonserver" in files
+    libs = [rel for rel in files if rel.startswith("nvidia_pytriton.libs/")]
+    assert any("libtritonserver" in rel for rel in libs) and not any("libpython" in rel for rel in libs)
+
+
+def test_bundle_counts_what_travels(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "tracked.txt").write_bytes(b"x" * 1000)
+    (tmp_path / ".gitignore").write_text("ignored/\n")
+    (tmp_path / "ignored").mkdir()
+    (tmp_path / "ignored" / "big").write_bytes(b"x" * 5000)
+    (tmp_path / ".gpu-check").mkdir()
+    (tmp_path / ".gpu-check" / "server").write_bytes(b"x" * 7000)
+    assert gpu_bundle.travelling_bytes(tmp_path, tmp_path / ".gpu-check") == 1000 + len("ignored/\n")
+    gpu_bundle.ignore_locally(tmp_path, tmp_path / ".gpu-check")
+    gpu_bundle.ignore_locally(tmp_path, tmp_path / ".gpu-check")
+    assert (tmp_path / ".git" / "info" / "exclude").read_text().split().count("/.gpu-check/") == 1
+
+
+def test_the_bundle_installs_only_what_this_interpreter_lacks_or_has_older(tmp_path):
+    import numpy as np
+
+    for name in (f"numpy-{np.__version__}-cp312-cp312-manylinux_2_17_x86_64.whl",
+                 "numpy-999.0-cp312-none-any.whl", "absent_package-1.0-py3-none-any.whl"):
+        (tmp_path / name).write_bytes(b"")
+    assert [w.name for w in missing_here(tmp_path)] == ["absent_package-1.0-py3-none-any.whl",
+                                                        "numpy-999.0-cp312-none-any.whl"]
