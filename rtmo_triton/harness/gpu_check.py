@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -51,10 +52,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cpu", action="store_true", help="measure on the CPU at full size (no GPU figure)")
     p.add_argument("--bundle", type=Path, help="folder made by `make gpu-check-prepare` (offline GPU hosts)")
     p.add_argument("--work", type=Path, default=Path("/tmp/rtmo-gpu-check"), help="scratch folder")
-    p.add_argument("--sections", default="numerics,dcc_probe,ceiling,copies,served")
+    p.add_argument("--sections", default="numerics,dcc_probe,served,ceiling,copies")
     p.add_argument("--variants", default=None, help="random-weight variants (default s,m,l; dry run: none)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile in the ceiling (slow)")
     p.add_argument("--label", default="", help="what is being measured, e.g. the commit")
+    p.add_argument("--deadline-s", type=float, default=0,
+                   help="start no section after this many seconds (0: no limit); the report keeps what ran")
     args = p.parse_args(argv)
     args.out = args.out or (DRY_OUT if args.dry_run else DEFAULT_OUT)
     if args.variants is None:
@@ -371,7 +374,7 @@ def copies_section(args, device) -> dict:
 
 
 def served_section(args, server_root: Path | None) -> dict:
-    from .gpu_served import ServedError, installed_root, serve_and_load
+    from .gpu_served import ServedError, installed_root
 
     root = server_root or installed_root()
     if root is None:
@@ -380,6 +383,17 @@ def served_section(args, server_root: Path | None) -> dict:
     jpegs = [p.read_bytes() for p in fixture_images() if p.suffix == ".jpg"]
     work = args.work / "served"
     work.mkdir(parents=True, exist_ok=True)
+    (work / "tritonserver.log").unlink(missing_ok=True)
+    try:
+        return _serve(args, root, work, jpegs)
+    finally:  # the server's own log comes back with the report, whatever happened
+        if (work / "tritonserver.log").is_file():
+            shutil.copyfile(work / "tritonserver.log", args.out / "tritonserver.log")
+
+
+def _serve(args, root: Path, work: Path, jpegs: list[bytes]) -> dict:
+    from .gpu_served import serve_and_load
+
     return serve_and_load(root=root, work=work, images=jpegs,
                           checkpoint=CHECKPOINT_T if args.dry_run else None,
                           max_batch=2 if args.dry_run else 8,
@@ -407,9 +421,13 @@ def main(argv: list[str] | None = None) -> int:
     sections = {"numerics": (numerics_section, args, device), "dcc_probe": (dcc_probe_section, args, device),
                 "ceiling": (ceiling_section, args, device), "copies": (copies_section, args, device),
                 "served": (served_section, args, server_root)}
+    start = time.perf_counter()
     for name in args.sections:
         if name not in sections:
             raise SystemExit(f"unknown section {name!r}: choose from {', '.join(sections)}")
+        if args.deadline_s and time.perf_counter() - start > args.deadline_s:
+            report.data["sections"][name] = {"skipped": f"not started: past --deadline-s {args.deadline_s:g}"}
+            continue
         if name == "copies" and device.type == "cpu":
             report.data["sections"][name] = {"skipped": "no device: nothing to copy to"}
             continue

@@ -81,6 +81,12 @@ def build_repository(repo: Path, *, checkpoint: Path | None, max_batch: int, log
         raise ServedError(f"make build-engines failed ({code})")
 
 
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def read_metrics(url: str) -> dict[tuple[str, str], float]:
     """(metric, model) → value of the counters in ``METRICS``."""
     with urllib.request.urlopen(url, timeout=10) as r:
@@ -151,7 +157,12 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], checkpoint: P
     result: dict = {"build_s": round(time.perf_counter() - t0, 1), "max_batch": max_batch,
                     "images": len(images), "levels": []}
     log_path = work / "tritonserver.log"
-    with TritonServer(repo, log_path=log_path, launch=launch(root), ready_timeout_s=300) as server:
+    # room in Triton's CUDA memory pool (64 MiB by default), which may back the GPU tensors a Python model
+    # hands over: 8 images of engine outputs are 23 MiB
+    gpu = ["--cuda-memory-pool-byte-size=0:1073741824"] if torch_cuda() else []
+    result["server_flags"] = gpu
+    with TritonServer(repo, log_path=log_path, launch=launch(root), ready_timeout_s=150,
+                      extra_args=gpu) as server:
         result["start_s"] = round(server.start_seconds, 1)
         said = f"{spec.ENGINE_NAME}: "
         result["engine"] = sorted({ln.split(said, 1)[1].rstrip('"') for ln in server.log_text().splitlines()
