@@ -137,6 +137,11 @@ def num_cells(input_size: int) -> int:
     return sum((input_size // s) ** 2 for s in FEATMAP_STRIDES)
 
 
+def served_topk(topk: int, input_size: int) -> int:
+    """K as served: more candidates than the head has cells means every cell."""
+    return min(topk, num_cells(input_size))
+
+
 # --- tensor names (the contracts between the Triton models) -------------------
 
 ENGINE_INPUT = "input"
@@ -144,6 +149,14 @@ ENGINE_INPUT_DTYPE = "uint8"
 """The letterboxed image is integer-valued (a bilinear warp of 8-bit pixels into 8-bit
 pixels), so UINT8 carries it exactly at a quarter of FP32's bytes; the graph casts to float."""
 ENGINE_OUTPUTS = ("scores", "boxes", "kpt_vis", "x_logits", "y_logits")
+
+
+def engine_output_shapes(topk: int, num_keypoints: int) -> dict[str, tuple[int, ...]]:
+    """Per-image shapes of the engine's outputs (batch dimension excluded), in ``ENGINE_OUTPUTS`` order:
+    the ONNX graph pins them and the Triton configs declare them."""
+    k, j = topk, num_keypoints
+    shapes = ((k,), (k, 4), (k, j), (k, j, NUM_BINS[0]), (k, j, NUM_BINS[1]))
+    return dict(zip(ENGINE_OUTPUTS, shapes, strict=True))
 
 ENSEMBLE_NAME = "rtmo"
 PREPROCESS_NAME = "rtmo_preprocess"

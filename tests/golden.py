@@ -10,6 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from rtmo_triton.served.postprocess import box_iou
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 """Made by mmpose 1.3.2 itself with deterministic random weights (``make_fixtures.py`` says what was kept)."""
 RTMO_T = FIXTURES / "rtmo-t"
@@ -50,14 +52,6 @@ def load_output(name_or_path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(-1)
-    area = lambda x: (x[:, 2:] - x[:, :2]).prod(-1)  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
-
-
 def assert_people_match(
     boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, keypoint_scores: np.ndarray,
     ref: dict[str, np.ndarray], score_tol: float = 5e-4,
@@ -70,7 +64,7 @@ def assert_people_match(
     assert len(boxes) == len(ref_boxes), f"{len(boxes)} people served, reference has {len(ref_boxes)}"
     if len(ref_boxes) == 0:
         return {"box_max": 0.0, "kpt_p99": 0.0}
-    match = _iou(boxes, ref_boxes).argmax(1)
+    match = box_iou(boxes, ref_boxes).argmax(1)
     assert len(set(match.tolist())) == len(match), "two people matched the same reference person"
     box_err = np.abs(boxes - ref_boxes[match]).max()
     kpt_err = np.abs(keypoints - ref["pred_keypoints"][match])

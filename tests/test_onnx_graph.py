@@ -3,9 +3,9 @@ static per-image shapes, only natively parsed operators."""
 import onnx
 import pytest
 
-from rtmo_triton.build.export import OPSET, export_onnx, output_shapes
+from rtmo_triton.build.export import OPSET, export_onnx
 from rtmo_triton.model import random_model
-from rtmo_triton.spec import ENGINE_INPUT, ENGINE_OUTPUTS
+from rtmo_triton.spec import ENGINE_INPUT, ENGINE_OUTPUTS, engine_output_shapes
 
 # ONNX operators TensorRT 10's parser supports natively that this graph may use
 TENSORRT_NATIVE = {
@@ -38,7 +38,7 @@ def test_io_shapes(graph):
     assert inp.name == ENGINE_INPUT
     dims = inp.type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 416, 416]
-    expected = output_shapes(50, 17)
+    expected = engine_output_shapes(50, 17)
     assert [o.name for o in graph.graph.output] == list(ENGINE_OUTPUTS)
     for out in graph.graph.output:
         dims = out.type.tensor_type.shape.dim

@@ -112,9 +112,7 @@ class RepositorySpec:
 
     def engine_shapes(self) -> dict[str, list[int]]:
         """Per-image shapes of the engine's outputs (the batch dimension is Triton's)."""
-        k, j = self.topk, self.num_keypoints
-        return dict(zip(spec.ENGINE_OUTPUTS, ([k], [k, 4], [k, j], [k, j, spec.NUM_BINS[0]],
-                                              [k, j, spec.NUM_BINS[1]])))
+        return {n: list(d) for n, d in spec.engine_output_shapes(self.topk, self.num_keypoints).items()}
 
     def batch_for(self, model: str) -> int:
         return max(self.max_batch, self.scheduling[model].max_batch)

@@ -28,7 +28,7 @@ import torch
 from ..model.deploy import DeployRTMO, save_deploy
 from ..model.fuse import fold_batchnorm
 from ..model.rtmo import RTMO
-from ..spec import DEFAULT_TOPK, ENGINE_INPUT, ENGINE_INPUT_DTYPE, ENGINE_OUTPUTS, NUM_BINS
+from ..spec import DEFAULT_TOPK, ENGINE_INPUT, ENGINE_INPUT_DTYPE, ENGINE_OUTPUTS, engine_output_shapes
 
 OPSET = 17
 """LayerNormalization is native from 17; TensorRT 10 parses 9..20."""
@@ -87,17 +87,10 @@ def export_torch(model: RTMO, path: str | Path, topk: int, metadata: dict[str, s
     return path
 
 
-def output_shapes(topk: int, num_keypoints: int) -> dict[str, tuple[int, ...]]:
-    """Per-image output shapes (batch dim excluded), in ``ENGINE_OUTPUTS`` order."""
-    shapes = ((topk,), (topk, 4), (topk, num_keypoints), (topk, num_keypoints, NUM_BINS[0]),
-              (topk, num_keypoints, NUM_BINS[1]))
-    return dict(zip(ENGINE_OUTPUTS, shapes, strict=True))
-
-
 def _pin_output_shapes(proto: onnx.ModelProto, topk: int, num_keypoints: int) -> None:
     """The exporter leaves K and J symbolic; they are fixed, and static shapes let
     TensorRT and Triton's config check them."""
-    shapes = output_shapes(topk, num_keypoints)
+    shapes = engine_output_shapes(topk, num_keypoints)
     for out in proto.graph.output:
         dims = out.type.tensor_type.shape.dim
         for dim, size in zip(list(dims)[1:], shapes[out.name], strict=True):

@@ -156,7 +156,7 @@ def build(args: argparse.Namespace) -> Path:
         log(f"exporting the ONNX deploy graph (K={args.topk}) to {onnx_path} ...")
         export_onnx(model, partial, topk=args.topk, metadata=provenance)
         partial.replace(onnx_path)  # a failed export never replaces a working graph
-    topk = min(args.topk, spec.num_cells(model.variant.input_size))
+    topk = spec.served_topk(args.topk, model.variant.input_size)
     scheduling = load_scheduling(args.tuned)
     if flavour.name == "trt":
         # the plan's profile must cover the engine's max_batch_size, which tuning may raise

@@ -17,6 +17,7 @@ import cv2
 
 from .. import spec
 from ..served.image_io import ImageError, decode_bgr
+from .arguments import positive_float, positive_int, unit_float
 from .files import IMAGE_EXTENSIONS, ImageFile, find_images
 from .infer import infer_images
 from .overlay import DEFAULT_KPT_THR, draw_overlay
@@ -38,27 +39,6 @@ CHUNK_REQUESTS = 4
 """Requests' worth of images read per round per concurrent slot: bounds memory on big folders."""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _unit_float(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtmo_client",
@@ -75,12 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", metavar="FILE", help="write all results to one JSON file ('-' = stdout)")
     parser.add_argument("--overlay", action="store_true",
                         help="also write <stem>_overlay.png (needs --out-dir)")
-    parser.add_argument("--kpt-thr", type=_unit_float, default=DEFAULT_KPT_THR,
+    parser.add_argument("--kpt-thr", type=unit_float, default=DEFAULT_KPT_THR,
                         help="keypoints scoring below this are not drawn (default %(default)s)")
-    parser.add_argument("--batch-size", type=_positive_int,
+    parser.add_argument("--batch-size", type=positive_int,
                         help="images per request (default and cap: the model's max_batch_size)")
-    parser.add_argument("--concurrency", type=_positive_int, default=1, help="requests in flight (default 1)")
-    parser.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S,
+    parser.add_argument("--concurrency", type=positive_int, default=1, help="requests in flight (default 1)")
+    parser.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S,
                         help="network timeout per request, seconds (default %(default)s)")
     parser.add_argument("--wait", type=float, default=0.0,
                         help="seconds to wait for the server and model to become ready (default 0)")

@@ -29,6 +29,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from .. import spec
+from .arguments import positive_int
 from .infer import infer_images
 from .people import People
 from .records import COORD_DECIMALS
@@ -244,12 +245,6 @@ def run(annotation: Annotation, images_dir: Path, out: Path, *, client: Any, pro
     return []
 
 
-def _positive_int(text: str) -> int:
-    if (value := int(text)) < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rtmo-eval", description="COCO/CrowdPose keypoint AP of the RTMO ensemble served by Triton, "
@@ -263,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                    + " / ".join(f"{v} ({k})" for k, v in DEFAULT_PORTS.items()))
     p.add_argument("--protocol", choices=PROTOCOLS, default="http")
     p.add_argument("--model", default=spec.ENSEMBLE_NAME, help="ensemble name (default %(default)s)")
-    p.add_argument("--concurrency", type=_positive_int, default=4,
+    p.add_argument("--concurrency", type=positive_int, default=4,
                    help="requests in flight (default %(default)s)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request")
     return p

@@ -32,15 +32,8 @@ import numpy as np
 
 from .. import spec
 from ..people import People
-from .cli import (  # the same argument checks as rtmo_client
-    EXIT_IMAGES_FAILED,
-    EXIT_OK,
-    EXIT_SERVER,
-    EXIT_USAGE,
-    _positive_float,
-    _positive_int,
-    _unit_float,
-)
+from .arguments import percent, positive_float, positive_int, unit_float
+from .cli import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE
 from .overlay import DEFAULT_KPT_THR, draw_overlay
 from .people import parse_outputs
 from .records import people_record
@@ -479,37 +472,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="VIDEO",
                         help=f"annotated video ({', '.join(sorted(WRITER_CODECS))})")
     parser.add_argument("--jsonl", metavar="FILE", help="one JSON line per processed frame ('-' = stdout)")
-    parser.add_argument("--in-flight", type=_positive_int, default=DEFAULT_IN_FLIGHT,
+    parser.add_argument("--in-flight", type=positive_int, default=DEFAULT_IN_FLIGHT,
                         help="requests in flight (default %(default)s)")
     parser.add_argument("--no-track", action="store_true", help="no person IDs (track_id null)")
-    parser.add_argument("--max-frames", type=_positive_int, help="stop after this many source frames")
-    parser.add_argument("--every", type=_positive_int, default=1,
+    parser.add_argument("--max-frames", type=positive_int, help="stop after this many source frames")
+    parser.add_argument("--every", type=positive_int, default=1,
                         help="send every Nth frame; the video keeps all frames, skipped ones drawn with the "
                              "latest people (default %(default)s)")
-    parser.add_argument("--jpeg-quality", type=_percent, default=DEFAULT_JPEG_QUALITY,
+    parser.add_argument("--jpeg-quality", type=percent, default=DEFAULT_JPEG_QUALITY,
                         help="JPEG quality of the frames sent, 1-100 (default %(default)s; "
                              "a folder's images are sent as they are)")
-    parser.add_argument("--kpt-thr", type=_unit_float, default=DEFAULT_KPT_THR,
+    parser.add_argument("--kpt-thr", type=unit_float, default=DEFAULT_KPT_THR,
                         help="keypoints scoring below this are neither drawn nor tracked "
                              "(default %(default)s)")
-    parser.add_argument("--fps", type=_positive_float,
+    parser.add_argument("--fps", type=positive_float,
                         help="frame rate for a folder, or a source that reports none (default 25)")
-    parser.add_argument("--timeout", type=_positive_float, default=DEFAULT_SOURCE_TIMEOUT_S,
+    parser.add_argument("--timeout", type=positive_float, default=DEFAULT_SOURCE_TIMEOUT_S,
                         help="seconds to wait for the source to open, and for each frame "
                              "(default %(default)s)")
-    parser.add_argument("--request-timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S,
+    parser.add_argument("--request-timeout", type=positive_float, default=DEFAULT_TIMEOUT_S,
                         help="seconds to wait for each reply (default %(default)s)")
     parser.add_argument("--wait", type=float, default=0.0,
                         help="seconds to wait for the server and model to become ready (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no live progress line")
     return parser
-
-
-def _percent(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be within [1, 100], got {value}")
-    return value
 
 
 def served_keypoint_names(config: dict) -> list[str] | None:

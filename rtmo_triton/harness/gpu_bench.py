@@ -86,12 +86,12 @@ def engine_ceiling(deploy: DeployRTMO, device: torch.device, batches: tuple[int,
 def copy_times(device: torch.device, input_size: int, topk: int, num_keypoints: int,
                batches: tuple[int, ...], repeats: int = 20) -> dict:
     """Median ms of the engine input host→device and of its outputs device→host, pageable and pinned."""
-    from ..build.export import output_shapes
 
     out: dict = {}
     for batch in batches:
         in_bytes = batch * 3 * input_size * input_size * np.dtype(spec.ENGINE_INPUT_DTYPE).itemsize
-        out_elems = sum(batch * int(np.prod(s)) for s in output_shapes(topk, num_keypoints).values())
+        shapes = spec.engine_output_shapes(topk, num_keypoints).values()
+        out_elems = sum(batch * int(np.prod(s)) for s in shapes)
         host_in = torch.zeros(in_bytes, dtype=torch.uint8)
         host_out = torch.zeros(out_elems, dtype=torch.float32)
         dev_in = torch.zeros(in_bytes, dtype=torch.uint8, device=device)

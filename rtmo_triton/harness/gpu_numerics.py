@@ -25,7 +25,7 @@ from ..model.fuse import fold_batchnorm
 from ..model.head import bin_encoding
 from ..model.rtmo import RTMO
 from ..people import People
-from ..served.postprocess import decode_batch, softmax_integral
+from ..served.postprocess import box_iou, decode_batch, softmax_integral
 from ..served.torch_engine import prepare, set_tf32
 
 MATCH_IOU = 0.5
@@ -84,19 +84,11 @@ def torch_outputs(deploy: DeployRTMO, setting: Setting, device: torch.device, in
     return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(spec.ENGINE_OUTPUTS)}
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(-1)
-    area = lambda x: (x[:, 2:] - x[:, :2]).prod(-1)  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
-
-
 def match(ref: People, got: People) -> list[tuple[int, int]]:
     """Greedy one-to-one pairs (ref index, got index) by IoU ≥ ``MATCH_IOU``, best reference first."""
     if not len(ref.scores) or not len(got.scores):
         return []
-    iou = _iou(ref.boxes, got.boxes)
+    iou = box_iou(ref.boxes, got.boxes)
     pairs, taken = [], set()
     for r in range(len(ref.scores)):
         order = [g for g in np.argsort(-iou[r]) if g not in taken and iou[r, g] >= MATCH_IOU]

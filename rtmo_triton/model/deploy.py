@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..spec import BBOX_PADDING, num_cells
+from ..spec import BBOX_PADDING, served_topk
 from .fuse import fold_batchnorm
 from .head import DCC, bin_encoding
 from .rtmo import RTMO, build_rtmo, cell_priors, decode_boxes, flatten_levels, padded_box_cs
@@ -67,7 +67,7 @@ class DeployRTMO(nn.Module):
             raise ValueError(f"topk must be >= 1, got {topk}")
         self.model = model
         size = model.variant.input_size
-        self.topk = min(topk, num_cells(size))
+        self.topk = served_topk(topk, size)
         model.neck.fix_position_code(size)
         self.geometry = CandidateGeometry(size, model.head.dcc)
 

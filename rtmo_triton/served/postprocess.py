@@ -14,14 +14,15 @@ from ..spec import BBOX_PADDING, ENGINE_OUTPUTS, NUM_BINS, SOFTMAX_CLAMP, SOFTMA
 _UNIT_BINS = tuple(np.linspace(-0.5, 0.5, n, dtype=np.float32) for n in NUM_BINS)
 
 
-def box_iou(boxes: np.ndarray) -> np.ndarray:
-    """Pairwise IoU [N, N] of xyxy boxes (no +1 pixel; union floored at 1e-6)."""
-    tl = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    br = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+def box_iou(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """Pairwise IoU [N, M] of xyxy boxes ``a`` against ``b`` (default ``a`` itself); no +1 pixel,
+    union floored at 1e-6, as the reference computes it."""
+    b = a if b is None else b
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.clip(br - tl, 0, None).prod(-1)
-    area = (boxes[:, 2:] - boxes[:, :2]).prod(-1)
-    union = area[:, None] + area[None, :] - inter
-    return inter / np.maximum(union, 1e-6)
+    area_a, area_b = (a[:, 2:] - a[:, :2]).prod(-1), (b[:, 2:] - b[:, :2]).prod(-1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float) -> np.ndarray:

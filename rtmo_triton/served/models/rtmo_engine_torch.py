@@ -5,10 +5,8 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from ...spec import AUTO_THREADS, ENGINE_INPUT
-from ..cpus import engine_threads
+from ..engine_model import EngineModel, intra_op_threads
 from ..params import read_parameters
-from ..respond import respond_each
 
 NO_TORCH = ("the torch engine flavour runs PyTorch from the server's own Python interpreter, and this one "
             "cannot import it ({error}). The repository never carries PyTorch (GBs): install it where "
@@ -16,7 +14,7 @@ NO_TORCH = ("the torch engine flavour runs PyTorch from the server's own Python 
             "rebuild with ENGINE=onnx")
 
 
-class TritonPythonModel:
+class TritonPythonModel(EngineModel):
     def initialize(self, args):
         try:
             import torch  # noqa: F401
@@ -27,12 +25,8 @@ class TritonPythonModel:
         params = read_parameters(args["model_config"])
         gpu = args["model_instance_kind"] == "GPU"
         device = f"cuda:{args['model_instance_device_id']}" if gpu else "cpu"
-        threads = params["intra_op_threads"]
-        if threads == AUTO_THREADS:
-            instances = sum(g["count"] for g in json.loads(args["model_config"])["instance_group"])
-            threads = engine_threads(instances)
         path = Path(args["model_repository"]) / args["model_version"] / params["engine_file"]
-        self.engine = TorchEngine(path, device, params["precision"], threads=int(threads),
+        self.engine = TorchEngine(path, device, params["precision"], threads=intra_op_threads(args, params),
                                   cuda_graphs=params["cuda_graphs"] == "yes")
         pb_utils.Logger.log_info(f"{args['model_name']}: {self.engine.describe()}")
         if gpu:  # no request pays for cuDNN's algorithm search or a graph capture
@@ -40,17 +34,5 @@ class TritonPythonModel:
             seconds = self.engine.warm_up(max_batch)
             pb_utils.Logger.log_info(f"{args['model_name']}: batches 1-{max_batch} ready in {seconds:.1f} s")
 
-    def execute(self, requests):
-        inputs = [pb_utils.get_input_tensor_by_name(r, ENGINE_INPUT).as_numpy() for r in requests]
-        try:
-            results = self.engine.run_requests(inputs)
-        except Exception:  # noqa: BLE001 - find the request at fault: each alone, errors its own
-            return respond_each(requests, self._run_alone, pb_utils)
-        return [pb_utils.InferenceResponse(_tensors(outputs)) for outputs in results]
-
-    def _run_alone(self, request):
-        return _tensors(self.engine.run(pb_utils.get_input_tensor_by_name(request, ENGINE_INPUT).as_numpy()))
-
-
-def _tensors(outputs):
-    return [pb_utils.Tensor.from_dlpack(name, value.contiguous()) for name, value in outputs.items()]
+    def tensors(self, outputs):
+        return [pb_utils.Tensor.from_dlpack(name, value.contiguous()) for name, value in outputs.items()]

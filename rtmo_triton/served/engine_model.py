@@ -1,0 +1,41 @@
+"""What both engine models (onnxruntime, PyTorch) share inside Triton: one engine run per dynamic
+batch, the culprit found alone when that run fails, and the engine threads the host gets."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import triton_python_backend_utils as pb_utils
+
+from ..spec import AUTO_THREADS, ENGINE_INPUT
+from .cpus import engine_threads
+from .respond import respond_each
+
+
+def intra_op_threads(args: dict, params: dict[str, str]) -> int:
+    """The configured threads, or the serving host's share when the config leaves it to the host."""
+    threads = params["intra_op_threads"]
+    if threads != AUTO_THREADS:
+        return int(threads)
+    return engine_threads(sum(g["count"] for g in json.loads(args["model_config"])["instance_group"]))
+
+
+class EngineModel:
+    """Subclasses set ``self.engine`` (``run`` and ``run_requests``) and say how outputs become tensors."""
+
+    engine: Any
+
+    def execute(self, requests):
+        inputs = [pb_utils.get_input_tensor_by_name(r, ENGINE_INPUT).as_numpy() for r in requests]
+        try:
+            results = self.engine.run_requests(inputs)
+        except Exception:  # noqa: BLE001 - find the request at fault: each alone, errors its own
+            return respond_each(requests, self._run_alone, pb_utils)
+        return [pb_utils.InferenceResponse(self.tensors(outputs)) for outputs in results]
+
+    def _run_alone(self, request):
+        batch = pb_utils.get_input_tensor_by_name(request, ENGINE_INPUT).as_numpy()
+        return self.tensors(self.engine.run(batch))
+
+    def tensors(self, outputs: dict) -> list:
+        raise NotImplementedError
