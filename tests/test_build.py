@@ -199,3 +199,12 @@ def test_a_non_editable_install_builds_a_repository(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     for name in (spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME):
         assert (tmp_path / "repo" / name / "1" / "rtmo_triton" / "served" / "models" / f"{name}.py").is_file()
+
+
+def test_an_interpreter_a_package_dropped_gets_its_last_release():
+    from rtmo_triton.build.packages import LAST_RELEASE_FOR, SERVED_PACKAGES, pins_for
+
+    for python, older in LAST_RELEASE_FOR.items():
+        pins = dict(p.split("==") for p in pins_for(spec.ENGINE_NAME, python))
+        assert all(pins[name] == version for name, version in older.items() if name in pins)
+    assert pins_for(spec.ENGINE_NAME, "3.11") == SERVED_PACKAGES[spec.ENGINE_NAME]
