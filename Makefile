@@ -44,8 +44,10 @@ $(SETUP_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV) 2>/dev/null || \
 		{ $(PYTHON) -m pip install -q virtualenv && $(PYTHON) -m virtualenv -q $(VENV_FLAGS) $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
-	@# the CPU build of torch (it only loads checkpoints and exports ONNX): no GBs of CUDA libraries
-	$(PY) -m pip install -q torch==2.13.0 --extra-index-url $(TORCH_INDEX)
+	@# the CPU build of torch (it only loads checkpoints and exports ONNX): no GBs of CUDA libraries;
+	@# the index is asked only where it answers (a host without it installs from its own mirror)
+	$(PY) -m pip install -q torch==2.13.0 $$($(PY) -c "import urllib.request as r; r.urlopen('$(TORCH_INDEX)/', \
+		timeout=10)" >/dev/null 2>&1 && echo --extra-index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e '.[build,client,dev]' nvidia-pytriton==0.7.0
 	$(PY) -c "from rtmo_triton.serve.tritonserver import install; install()"
 	@if [ -f perf/install_tools.sh ]; then bash perf/install_tools.sh; fi
