@@ -20,7 +20,7 @@ from rtmo_triton import spec
 from rtmo_triton.client import connect, infer
 from rtmo_triton.client.transport import run_requests
 from rtmo_triton.harness.server import free_port
-from rtmo_triton.serve.guard import live_stubs
+from rtmo_triton.serve.guard import live_stubs, stub_processes
 from rtmo_triton.served.image_io import ImageError
 from rtmo_triton.served.respond import respond_each
 
@@ -125,8 +125,8 @@ def test_a_killed_stub_of_each_model_is_replaced_while_traffic_flows(guarded, im
     try:
         for model in (spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME):
             want = live_stubs(server_pid)[model]
-            victim = next(p for p in Path("/proc").iterdir() if _is_stub_of(p, model, server_pid))
-            os.kill(int(victim.name), signal.SIGKILL)
+            victim = next(pid for pid, name in stub_processes(server_pid).items() if name == model)
+            os.kill(victim, signal.SIGKILL)
             start, seen_unready = time.monotonic(), False
             while True:
                 status, body = _get(f"{health}/ready")
@@ -152,17 +152,6 @@ def test_a_killed_stub_of_each_model_is_replaced_while_traffic_flows(guarded, im
     assert not failed, failed[:3]
     assert _get(f"{health}/ready")[1]["reloads"] == {m: 1 for m in (spec.PREPROCESS_NAME, spec.ENGINE_NAME,
                                                                       spec.DECODE_NAME)}
-
-
-def _is_stub_of(proc: Path, model: str, server_pid: int) -> bool:
-    """``proc`` is a stub of ``model`` started by our server (other servers may run beside it)."""
-    try:
-        argv = (proc / "cmdline").read_bytes().split(b"\0")
-        ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return False
-    return ppid == server_pid and argv[0].endswith(b"triton_python_backend_stub") and \
-        f"/{model}/".encode() in argv[1]
 
 
 @pytest.mark.server

@@ -31,12 +31,12 @@ ADMIN_HEADER = "rtmo-admin"
 RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
 
 
-def live_stubs(server_pid: int, proc: Path = Path("/proc")) -> Counter[str]:
-    """Running (not zombie) Python-backend stubs of ``server_pid``, counted by model name.
+def stub_processes(server_pid: int, proc: Path = Path("/proc")) -> dict[int, str]:
+    """Running (not zombie) Python-backend stubs of ``server_pid``: pid → model name.
 
     A stub's first argument is its ``<repository>/<model>/<version>/model.py``.
     """
-    counts: Counter[str] = Counter()
+    stubs = {}
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -48,8 +48,13 @@ def live_stubs(server_pid: int, proc: Path = Path("/proc")) -> Counter[str]:
         state, ppid = stat.rsplit(")", 1)[1].split()[:2]
         if int(ppid) != server_pid or state == "Z" or not argv[0].endswith(STUB.encode()) or len(argv) < 2:
             continue
-        counts[Path(argv[1].decode()).parents[1].name] += 1
-    return counts
+        stubs[int(entry.name)] = Path(argv[1].decode()).parents[1].name
+    return stubs
+
+
+def live_stubs(server_pid: int, proc: Path = Path("/proc")) -> Counter[str]:
+    """Running stubs of ``server_pid``, counted by model name."""
+    return Counter(stub_processes(server_pid, proc).values())
 
 
 @dataclass
