@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from .. import spec
+from ..harness import FIXTURES, SAMPLE_IMAGE
 from ..served.image_io import decode_bgr
 from .people import parse_outputs
 from .tracking import PoseTracker
@@ -38,10 +39,8 @@ from .transport import PROTOCOLS, check_ready, connect, run_requests
 from .video import DEFAULT_JPEG_QUALITY, FrameSender, Outputs, stream
 from .video_io import FrameSource
 
-ROOT = Path(__file__).resolve().parents[2]
 SIZES = ((1280, 720), (1920, 1080))
-PHOTOS = (ROOT / "tests" / "fixtures" / "images" / "crowdpose" / "103319.jpg",
-          ROOT / "samples" / "synthetic_640x480.jpg")
+PHOTOS = (FIXTURES / "images" / "crowdpose" / "103319.jpg", SAMPLE_IMAGE)
 FPS = 25.0
 PAN_PX = 4
 

@@ -35,8 +35,8 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = REPO_ROOT / "tests" / "fixtures"
+from . import FIXTURES
+
 CHECKPOINT_T = FIXTURES / "rtmo-t" / "rtmo-t_random_seed0.pth"
 DEFAULT_OUT = Path("reports/gpu")
 DRY_OUT = Path("reports/tmp/gpu-dry-run")

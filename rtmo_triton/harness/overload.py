@@ -20,6 +20,7 @@ import numpy as np
 from .. import spec
 from ..client import connect
 from ..client.transport import backoff_s, run_requests
+from . import SAMPLE_IMAGE
 from .server import TritonServer, exit_on_sigterm
 
 FIELDS = ("clients", "multiple", "throughput_per_s", "accepted", "refused", "refused_pct", "p50_ms", "p99_ms")
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rtmo_triton.harness.overload",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
-    p.add_argument("--image", type=Path, default=Path("samples/synthetic_640x480.jpg"))
+    p.add_argument("--image", type=Path, default=SAMPLE_IMAGE)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--out", type=Path, default=Path("reports/overload"))
     args = p.parse_args(argv)
