@@ -14,17 +14,16 @@ import cv2
 import numpy as np
 
 from rtmo_triton import spec
+from rtmo_triton.harness import CROWD_PHOTO
 
-ROOT = Path(__file__).resolve().parents[1]
-PHOTO = ROOT / "tests" / "fixtures" / "images" / "crowdpose" / "103319.jpg"
 SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1280, 720), (1920, 1080))
 JPEG_QUALITY = 90
 
 
 def benchmark_jpegs() -> dict[tuple[int, int], bytes]:
-    photo = cv2.imread(str(PHOTO), cv2.IMREAD_COLOR)
+    photo = cv2.imread(str(CROWD_PHOTO), cv2.IMREAD_COLOR)
     if photo is None:
-        raise FileNotFoundError(PHOTO)
+        raise FileNotFoundError(CROWD_PHOTO)
     return {
         (w, h): cv2.imencode(".jpg", cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA),
                              [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from .. import spec
-from ..harness import FIXTURES, SAMPLE_IMAGE
+from ..harness import CROWD_PHOTO, SAMPLE_IMAGE
 from ..served.image_io import decode_bgr
 from .people import parse_outputs
 from .tracking import PoseTracker
@@ -40,7 +40,7 @@ from .video import DEFAULT_JPEG_QUALITY, FrameSender, Outputs, stream
 from .video_io import FrameSource
 
 SIZES = ((1280, 720), (1920, 1080))
-PHOTOS = (FIXTURES / "images" / "crowdpose" / "103319.jpg", SAMPLE_IMAGE)
+PHOTOS = (CROWD_PHOTO, SAMPLE_IMAGE)
 FPS = 25.0
 PAN_PX = 4
 
