@@ -35,6 +35,7 @@ from rtmo_triton import spec
 from rtmo_triton.build.configs import engine_onnx
 from rtmo_triton.build.export import onnx_metadata
 from rtmo_triton.harness.server import TritonServer, exit_on_sigterm
+from rtmo_triton.serve.tritonserver import STUB
 from rtmo_triton.served.cpus import engine_threads
 from rtmo_triton.served.onnx_engine import OnnxEngine
 from rtmo_triton.served.preprocess import preprocess
@@ -85,7 +86,7 @@ def closed_loop(engine: OnnxEngine, x: np.ndarray, concurrency: int, seconds: fl
 def role(cmdline: list[str]) -> str:
     """Which part of the stack a process is: a Python model's stub (by model name) or the server."""
     text = " ".join(cmdline)
-    if "triton_python_backend_stub" in text:  # its arguments name the instance, e.g. rtmo_engine_0_1
+    if STUB in text:  # its arguments name the instance, e.g. rtmo_engine_0_1
         models = (spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME)
         return next((m for m in models if f" {m}_" in f" {text} "), "python stub (other)")
     return "tritonserver (core, gRPC, ensemble)"

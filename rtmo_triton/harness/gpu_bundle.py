@@ -26,12 +26,14 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from .gpu_served import LIBS, STUB
+from ..build.packages import SERVED_PACKAGES
+from ..serve.tritonserver import PYTRITON_LIBS, STUB, STUBS_DIR
 
 DEFAULT_BUNDLE = Path(".gpu-check")
 SERVER_ARCHIVE = "tritonserver.tar.xz"
 HOST_PYTHON = "3.12"
-SERVER_WHEELS = ("simplejpeg==1.9.0",)
+HOST_LACKS = ("simplejpeg",)
+"""What the served models import and the GPU hosts' Python lacks; packed at the served pins."""
 CLIENT_PACKAGES = ("tritonclient", "python-rapidjson", "protobuf", "grpcio")
 OPTIONAL = "grpcio"
 LIMIT_BYTES = 64 << 20
@@ -39,19 +41,25 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x
              "manylinux2014_x86_64", "manylinux1_x86_64")
 
 
+def served_pins(names: tuple[str, ...]) -> list[str]:
+    """The repository's own pins (``build.packages``) of the named packages."""
+    pins = {pin.split("==")[0]: pin for pins in SERVED_PACKAGES.values() for pin in pins}
+    return [pins[name] for name in names]
+
+
 def server_files(root: Path, python: str) -> list[tuple[Path, str]]:
     """(source, path in the archive) of the trimmed server from pytriton's ``tritonserver`` folder."""
     site = root.parents[1]
-    stub = root / "python_backend_stubs" / python / STUB
+    stub = root / STUBS_DIR / python / STUB
     if not stub.exists():
         raise SystemExit(f"nvidia-pytriton has no Python backend stub for Python {python}")
     files = [(root / "bin" / "tritonserver", "pytriton/tritonserver/bin/tritonserver"),
              (stub, f"pytriton/tritonserver/backends/python/{STUB}")]
     for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
         files.append((root / "backends" / "python" / name, f"pytriton/tritonserver/backends/python/{name}"))
-    for lib in sorted((site / LIBS).iterdir()):
+    for lib in sorted((site / PYTRITON_LIBS).iterdir()):
         if not lib.name.startswith("libpython"):  # the 3.13 stub's own interpreter: not needed here
-            files.append((lib, f"{LIBS}/{lib.name}"))
+            files.append((lib, f"{PYTRITON_LIBS}/{lib.name}"))
     return files
 
 
@@ -73,7 +81,7 @@ def pack_server(out: Path, python: str = HOST_PYTHON, log=print) -> Path:
         log(f"packing the server (xz, a few minutes){'' if strip else '; no strip found, unstripped'} ...")
         partial = archive.with_name(archive.name + ".partial")
         with tarfile.open(partial, "w:xz", preset=9) as tar:
-            for top in ("pytriton", LIBS):
+            for top in ("pytriton", PYTRITON_LIBS):
                 tar.add(Path(tmp) / top, arcname=top)
         partial.replace(archive)
     return archive
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         pack_server(out)
     shutil.rmtree(out / "wheels", ignore_errors=True)
-    download(list(SERVER_WHEELS), out / "wheels" / "server")
+    download(served_pins(HOST_LACKS), out / "wheels" / "server")
     pins = [f"{name}=={metadata.version(name)}" for name in CLIENT_PACKAGES]
     download(pins, out / "wheels" / "client")
     tree = travelling_bytes(repo, out)

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import spec
+from ..serve.guard import stub_processes
+from ..serve.tritonserver import PYTRITON_LIBS, STUB
 from .server import TritonServer
 
-STUB = "triton_python_backend_stub"
-LIBS = "nvidia_pytriton.libs"
 METRICS = ("nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success",
            "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us")
 
@@ -63,7 +63,7 @@ def launch(root: Path) -> tuple[list[str], dict[str, str]]:
                           f"(libpython{sys.version_info.major}.{sys.version_info.minor} / python3-dev)")
     env = {k: v for k, v in os.environ.items() if k in ("HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR")}
     env["PATH"] = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
-    env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(root.parents[1] / LIBS), libdir) if p)
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(root.parents[1] / PYTRITON_LIBS), libdir) if p)
     argv = [str(root / "bin" / "tritonserver"), f"--backend-directory={root / 'backends'}"]
     return argv, env
 
@@ -117,17 +117,15 @@ def model_stats(before: dict, after: dict) -> dict[str, dict[str, float | None]]
 
 
 def stub_regions(server_pid: int) -> dict[str, list[str]]:
-    """Model name → shared-memory region names of that server's Python stubs (from their argv:
-    model.py path, region, ..., parent pid)."""
+    """Model name → shared-memory region names of that server's Python stubs (a stub's second
+    argument, after its model.py)."""
     regions: dict[str, list[str]] = defaultdict(list)
-    for proc in Path("/proc").glob("[0-9]*"):
+    for pid, model in stub_processes(server_pid).items():
         try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
-            continue
-        if len(argv) > 5 and argv[0].endswith(STUB.encode()) and argv[5] == str(server_pid).encode():
-            model_py = Path(argv[1].decode())
-            regions[model_py.parent.parent.name].append(argv[2].decode())
+            continue  # exited while we looked
+        regions[model].append(argv[2].decode())
     return dict(regions)
 
 

@@ -25,7 +25,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STUB = "triton_python_backend_stub"
+from .tritonserver import STUB
+
 ADMIN_HEADER = "rtmo-admin"
 """Header that opens Triton's restricted APIs (model repository, shared memory, logging, trace)."""
 RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"

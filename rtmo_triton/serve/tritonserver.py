@@ -16,9 +16,16 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..served.bundle import CACHE_ENV
+
 SYSTEM_SERVER = Path("/opt/tritonserver/bin/tritonserver")
 STUB = "triton_python_backend_stub"
-KEPT_VARIABLES = ("HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "RTMO_PACKAGES_CACHE")
+"""The Python backend's stub: one process per model instance, named so in ``ps``."""
+STUBS_DIR = "python_backend_stubs"
+"""nvidia-pytriton's folder of stubs, one per Python version."""
+PYTRITON_LIBS = "nvidia_pytriton.libs"
+"""nvidia-pytriton's private shared libraries, beside its package in site-packages."""
+KEPT_VARIABLES = ("HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", CACHE_ENV)
 
 
 class ServerNotFound(RuntimeError):
@@ -40,11 +47,11 @@ def prepare(root: Path) -> dict[str, str]:
     stub = python_dir / STUB
     if not stub.exists():
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        source = root / "python_backend_stubs" / version / STUB
+        source = root / STUBS_DIR / version / STUB
         if not source.exists():
             raise ServerNotFound(f"nvidia-pytriton has no Python backend stub for Python {version}")
         shutil.copy2(source, stub)
-    return scrubbed_env(root.parents[1] / "nvidia_pytriton.libs")
+    return scrubbed_env(root.parents[1] / PYTRITON_LIBS)
 
 
 def scrubbed_env(libs: Path) -> dict[str, str]:
