@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import yaml
@@ -24,7 +25,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from perf.inputs import write_input_data
 from rtmo_triton import spec
-from rtmo_triton.build.configs import engine_onnx
+from rtmo_triton.build.configs import Scheduling, engine_onnx
+from rtmo_triton.spec import Param as P
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_ANALYZER = ROOT / ".tools" / "bin" / "model-analyzer"
@@ -33,13 +35,14 @@ SEARCHES = {"composing": ("cpu_composing.yaml", "summary.md", "tuned_cpu.json"),
             "ensemble": ("cpu_ensemble.yaml", "ensemble.md", None),
             "gpu": ("gpu_composing.yaml", "summary_gpu.md", "tuned_gpu.json")}
 NEAR_BEST = 0.97
-SETTINGS = ("instances", "max_queue_delay_us", "max_batch", "intra_op_threads")
+SETTINGS = tuple(f.name for f in fields(Scheduling))
+"""The keys of a tuned file: what ``make build-engines TUNED=`` reads."""
 
 
 def settings(config_pbtxt: Path) -> dict[str, int]:
     """Instance count, max batch, batching delay and (CPU engine) intra-op threads of one config."""
     c = text_format.Parse(config_pbtxt.read_text(), mc.ModelConfig())
-    threads = c.parameters["intra_op_threads"].string_value if "intra_op_threads" in c.parameters else ""
+    threads = c.parameters[P.INTRA_OP_THREADS].string_value if P.INTRA_OP_THREADS in c.parameters else ""
     return {"instances": sum(max(1, g.count) for g in c.instance_group) or 1, "max_batch": c.max_batch_size,
             "max_queue_delay_us": c.dynamic_batching.max_queue_delay_microseconds,
             **({"intra_op_threads": int(threads)} if threads.isdigit() else {})}

@@ -6,8 +6,8 @@ from collections.abc import Callable
 import numpy as np
 
 from rtmo_triton import spec
-from rtmo_triton.client.evaluate import served_parameters
 from rtmo_triton.client.people import parse_outputs
+from rtmo_triton.client.transport import served_keypoint_names
 
 KEYPOINTS = spec.ENSEMBLE_OUTPUTS[3]
 
@@ -15,9 +15,9 @@ KEYPOINTS = spec.ENSEMBLE_OUTPUTS[3]
 def served_keypoints(config: dict) -> int:
     """Keypoints per person of the served ensemble, from its config (HTTP or gRPC JSON): the build's
     ``keypoint_names`` parameter, else the KEYPOINTS output's dims ``[N, J, 2]``."""
-    names = served_parameters(config).get("keypoint_names")
+    names = served_keypoint_names(config)
     if names:
-        return len(names.split(","))
+        return len(names)
     [dims] = [o["dims"] for o in config.get("output", []) if o["name"] == KEYPOINTS]
     return int(dims[-2])
 

@@ -48,9 +48,9 @@ BARE = "bare onnxruntime engine"
 def served_threads(repo: Path) -> int:
     """The served CPU engine's intra-op threads; 0 (every core) for a TensorRT repository, which has none."""
     config = text_format.Parse((repo / spec.ENGINE_NAME / "config.pbtxt").read_text(), mc.ModelConfig())
-    if "intra_op_threads" not in config.parameters:
+    if spec.Param.INTRA_OP_THREADS not in config.parameters:
         return 0
-    threads = config.parameters["intra_op_threads"].string_value
+    threads = config.parameters[spec.Param.INTRA_OP_THREADS].string_value
     if threads == spec.AUTO_THREADS:
         return engine_threads(sum(max(1, g.count) for g in config.instance_group))
     return int(threads)

@@ -166,6 +166,25 @@ DECODE_NAME = "rtmo_decode"
 ENSEMBLE_INPUT = "IMAGE"
 ENSEMBLE_OUTPUTS = ("NUM_PEOPLE", "BOXES", "SCORES", "KEYPOINTS", "KEYPOINT_SCORES")
 
+
+
+class Param:
+    """Names of the ``parameters`` the build writes into the configs and the Python models (and, for
+    the ensemble's, clients) read back."""
+
+    INPUT_SIZE = "input_size"
+    MAX_PIXELS = "max_pixels"
+    ENGINE_FILE = "engine_file"
+    INTRA_OP_THREADS = "intra_op_threads"
+    PRECISION = "precision"
+    CUDA_GRAPHS = "cuda_graphs"
+    SCORE_THR = "score_thr"
+    NMS_THR = "nms_thr"
+    NUM_KEYPOINTS = "num_keypoints"
+    KEYPOINT_DATASET = "keypoint_dataset"
+    KEYPOINT_NAMES = "keypoint_names"
+
+
 AFFINE = "affine"
 AFFINE_FIELDS = ("scale", "offset_x", "offset_y", "orig_w", "orig_h", "input_size")
 """Preprocess → decode, FP32 [len(AFFINE_FIELDS)]: p_input = p_image * scale + offset."""

@@ -25,8 +25,8 @@ from rtmo_triton.client.evaluate import (
     load_annotation,
     main,
     score,
-    served_parameters,
 )
+from rtmo_triton.client.transport import served_parameters
 from rtmo_triton.harness.server import free_port
 
 from .golden import COCO_ANNOTATIONS

@@ -16,6 +16,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from .. import spec
+from ..spec import Param as P
 
 FLAVOUR_FILES = {"onnx": "model.onnx", "trt": "model.plan", "torch": "model.pt"}
 """Engine file in the version folder, by flavour."""
@@ -165,7 +166,7 @@ def preprocess_config(s: RepositorySpec) -> mc.ModelConfig:
     config.input.append(_tensor(mc.ModelInput, spec.ENSEMBLE_INPUT, STRING, [1]))
     config.output.extend([_tensor(mc.ModelOutput, spec.ENGINE_INPUT, ENGINE_INPUT_TYPE, _input_dims(s)),
                           _tensor(mc.ModelOutput, spec.AFFINE, FP32, [len(spec.AFFINE_FIELDS)])])
-    _params(config, {"input_size": s.input_size, "max_pixels": s.max_pixels})
+    _params(config, {P.INPUT_SIZE: s.input_size, P.MAX_PIXELS: s.max_pixels})
     return config
 
 
@@ -178,12 +179,12 @@ def engine_config(s: RepositorySpec) -> mc.ModelConfig:
         gpu = s.engine_device == "cuda"
         kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
         config = _composing(s, spec.ENGINE_NAME, kind=kind)
-        _params(config, {"engine_file": FLAVOUR_FILES["torch"], "intra_op_threads": s.intra_op_threads(),
-                         "precision": s.engine_precision if gpu else "fp32",
-                         "cuda_graphs": "yes" if gpu else "no"})
+        _params(config, {P.ENGINE_FILE: FLAVOUR_FILES["torch"], P.INTRA_OP_THREADS: s.intra_op_threads(),
+                         P.PRECISION: s.engine_precision if gpu else "fp32",
+                         P.CUDA_GRAPHS: "yes" if gpu else "no"})
     else:
         config = _composing(s, spec.ENGINE_NAME)
-        _params(config, {"engine_file": FLAVOUR_FILES["onnx"], "intra_op_threads": s.intra_op_threads()})
+        _params(config, {P.ENGINE_FILE: FLAVOUR_FILES["onnx"], P.INTRA_OP_THREADS: s.intra_op_threads()})
     config.input.append(_tensor(mc.ModelInput, spec.ENGINE_INPUT, ENGINE_INPUT_TYPE, _input_dims(s)))
     config.output.extend(_tensor(mc.ModelOutput, n, FP32, d) for n, d in s.engine_shapes().items())
     return config
@@ -194,7 +195,7 @@ def decode_config(s: RepositorySpec) -> mc.ModelConfig:
     config.input.extend(_tensor(mc.ModelInput, n, FP32, d) for n, d in s.engine_shapes().items())
     config.input.append(_tensor(mc.ModelInput, spec.AFFINE, FP32, [len(spec.AFFINE_FIELDS)]))
     config.output.extend(_ensemble_outputs(s, mc.ModelOutput))
-    _params(config, {"score_thr": s.score_thr, "nms_thr": s.nms_thr, "num_keypoints": s.num_keypoints})
+    _params(config, {P.SCORE_THR: s.score_thr, P.NMS_THR: s.nms_thr, P.NUM_KEYPOINTS: s.num_keypoints})
     return config
 
 
@@ -218,9 +219,9 @@ def ensemble_config(s: RepositorySpec) -> mc.ModelConfig:
         dec.output_map[name] = name
     kp = s.keypoints
     _params(config, {
-        "variant": s.variant, "input_size": s.input_size, "topk": s.topk, "engine_flavour": s.flavour,
-        "score_thr": s.score_thr, "nms_thr": s.nms_thr, "max_pixels": s.max_pixels, "max_queue": s.max_queue,
-        "keypoint_dataset": kp.dataset, "keypoint_names": ",".join(kp.names),
+        "variant": s.variant, P.INPUT_SIZE: s.input_size, "topk": s.topk, "engine_flavour": s.flavour,
+        P.SCORE_THR: s.score_thr, P.NMS_THR: s.nms_thr, P.MAX_PIXELS: s.max_pixels, "max_queue": s.max_queue,
+        P.KEYPOINT_DATASET: kp.dataset, P.KEYPOINT_NAMES: ",".join(kp.names),
         "skeleton": ",".join(f"{a}-{b}" for a, b in kp.skeleton), **s.provenance,
     })
     return config

@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import spec
 from .arguments import positive_int
+from .cli import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE
 from .infer import infer_images
 from .people import People
 from .records import COORD_DECIMALS
@@ -43,9 +44,9 @@ from .transport import (
     connect,
     model_config,
     normalize_url,
+    served_parameters,
 )
 
-EXIT_OK, EXIT_IMAGES_FAILED, EXIT_USAGE, EXIT_SERVER = 0, 1, 2, 3
 SCORE_DECIMALS = 6
 """Result scores rank detections; fewer decimals would create ties the model did not make."""
 CHUNK_REQUESTS = 4
@@ -113,14 +114,9 @@ def load_annotation(path: Path) -> Annotation:
     return Annotation(path, benchmark, int(categories[0]["id"]), data["images"])
 
 
-def served_parameters(config: dict[str, Any]) -> dict[str, str]:
-    """A model config's parameters as plain strings (HTTP and gRPC configs alike)."""
-    return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-
-
 def check_served_keypoints(parameters: dict[str, str], benchmark: Benchmark) -> None:
     """The served model must predict the annotation's keypoint set (its config says which)."""
-    dataset, names = parameters.get("keypoint_dataset"), parameters.get("keypoint_names")
+    dataset, names = parameters.get(spec.Param.KEYPOINT_DATASET), parameters.get(spec.Param.KEYPOINT_NAMES)
     if dataset is None or names is None:
         raise EvalError("the served model's config has no keypoint_dataset/keypoint_names parameters: "
                         "rebuild the repository with `make build-engines`")

@@ -127,6 +127,17 @@ def model_config(client: Any, protocol: str, model_name: str = spec.ENSEMBLE_NAM
     return client.get_model_config(model_name)
 
 
+def served_parameters(config: dict) -> dict[str, str]:
+    """A model config's ``parameters`` as plain strings (HTTP and gRPC configs alike)."""
+    return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+
+
+def served_keypoint_names(config: dict) -> list[str] | None:
+    """The keypoint names the build recorded in the ensemble's config, if any."""
+    names = served_parameters(config).get(spec.Param.KEYPOINT_NAMES)
+    return names.split(",") if names else None
+
+
 def check_ready(client: Any, protocol: str, model_name: str = spec.ENSEMBLE_NAME,
                 wait_s: float = 0.0) -> ModelInfo:
     """Fail with a clear message unless the server is live and the model ready.

@@ -50,6 +50,7 @@ from .transport import (
     model_config,
     normalize_url,
     run_requests,
+    served_keypoint_names,
 )
 from .video_io import WRITER_CODECS, FrameSource, JsonLines, SourceError, VideoOut
 
@@ -496,12 +497,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds to wait for the server and model to become ready (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no live progress line")
     return parser
-
-
-def served_keypoint_names(config: dict) -> list[str] | None:
-    """The names the build recorded in the ensemble's config, if any."""
-    text = config.get("parameters", {}).get("keypoint_names", {}).get("string_value", "")
-    return text.split(",") if text else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,14 +7,14 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-from ..spec import AUTO_THREADS, ENGINE_INPUT
+from ..spec import AUTO_THREADS, ENGINE_INPUT, Param
 from .cpus import engine_threads
 from .respond import respond_each
 
 
 def intra_op_threads(args: dict, params: dict[str, str]) -> int:
     """The configured threads, or the serving host's share when the config leaves it to the host."""
-    threads = params["intra_op_threads"]
+    threads = params[Param.INTRA_OP_THREADS]
     if threads != AUTO_THREADS:
         return int(threads)
     return engine_threads(sum(g["count"] for g in json.loads(args["model_config"])["instance_group"]))

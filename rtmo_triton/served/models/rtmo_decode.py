@@ -1,7 +1,7 @@
 """Triton Python model ``rtmo_decode``: engine candidates → people in image pixels."""
 import triton_python_backend_utils as pb_utils
 
-from ...spec import AFFINE, ENGINE_OUTPUTS, ENSEMBLE_OUTPUTS
+from ...spec import AFFINE, ENGINE_OUTPUTS, ENSEMBLE_OUTPUTS, Param
 from ..heap import keep_freed_buffers
 from ..params import read_parameters
 from ..postprocess import decode_batch, stack_people
@@ -11,9 +11,9 @@ from ..respond import respond_each
 class TritonPythonModel:
     def initialize(self, args):
         params = read_parameters(args["model_config"])
-        self.score_thr = float(params["score_thr"])
-        self.nms_thr = float(params["nms_thr"])
-        self.num_keypoints = int(params["num_keypoints"])
+        self.score_thr = float(params[Param.SCORE_THR])
+        self.nms_thr = float(params[Param.NMS_THR])
+        self.num_keypoints = int(params[Param.NUM_KEYPOINTS])
         keep_freed_buffers()  # per-request arrays of several MB: no page faults on each request
 
     def execute(self, requests):

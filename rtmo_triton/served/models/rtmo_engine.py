@@ -4,6 +4,7 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
+from ...spec import Param
 from ..engine_model import EngineModel, intra_op_threads
 from ..heap import keep_freed_buffers
 from ..onnx_engine import OnnxEngine
@@ -13,7 +14,7 @@ from ..params import read_parameters
 class TritonPythonModel(EngineModel):
     def initialize(self, args):
         params = read_parameters(args["model_config"])
-        path = Path(args["model_repository"]) / args["model_version"] / params["engine_file"]
+        path = Path(args["model_repository"]) / args["model_version"] / params[Param.ENGINE_FILE]
         threads = intra_op_threads(args, params)
         self.engine = OnnxEngine(path, threads)
         pb_utils.Logger.log_info(f"{args['model_name']}: onnxruntime with {threads} intra-op thread(s)")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
+from ...spec import Param
 from ..engine_model import EngineModel, intra_op_threads
 from ..params import read_parameters
 
@@ -25,9 +26,10 @@ class TritonPythonModel(EngineModel):
         params = read_parameters(args["model_config"])
         gpu = args["model_instance_kind"] == "GPU"
         device = f"cuda:{args['model_instance_device_id']}" if gpu else "cpu"
-        path = Path(args["model_repository"]) / args["model_version"] / params["engine_file"]
-        self.engine = TorchEngine(path, device, params["precision"], threads=intra_op_threads(args, params),
-                                  cuda_graphs=params["cuda_graphs"] == "yes")
+        path = Path(args["model_repository"]) / args["model_version"] / params[Param.ENGINE_FILE]
+        self.engine = TorchEngine(path, device, params[Param.PRECISION],
+                                  threads=intra_op_threads(args, params),
+                                  cuda_graphs=params[Param.CUDA_GRAPHS] == "yes")
         pb_utils.Logger.log_info(f"{args['model_name']}: {self.engine.describe()}")
         if gpu:  # no request pays for cuDNN's algorithm search or a graph capture
             max_batch = json.loads(args["model_config"])["max_batch_size"]

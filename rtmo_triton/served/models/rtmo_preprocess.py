@@ -2,7 +2,7 @@
 import cv2
 import triton_python_backend_utils as pb_utils
 
-from ...spec import AFFINE, ENGINE_INPUT, ENSEMBLE_INPUT
+from ...spec import AFFINE, ENGINE_INPUT, ENSEMBLE_INPUT, Param
 from ..heap import keep_freed_buffers
 from ..params import read_parameters
 from ..preprocess import preprocess_batch
@@ -12,8 +12,8 @@ from ..respond import respond_each
 class TritonPythonModel:
     def initialize(self, args):
         params = read_parameters(args["model_config"])
-        self.input_size = int(params["input_size"])
-        self.max_pixels = int(params["max_pixels"])
+        self.input_size = int(params[Param.INPUT_SIZE])
+        self.max_pixels = int(params[Param.MAX_PIXELS])
         cv2.setNumThreads(1)  # instances run in parallel; OpenCV's own threads would fight them
         keep_freed_buffers()  # per-request arrays of several MB: no page faults on each request
 
