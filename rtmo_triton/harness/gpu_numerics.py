@@ -55,18 +55,16 @@ def deploy_graph(model: RTMO, topk: int) -> DeployRTMO:
 
 
 def onnx_reference(deploy: DeployRTMO, inputs: np.ndarray, chunk: int = 8) -> dict[str, np.ndarray]:
-    """Engine outputs of the exported FP32 graph in onnxruntime on the CPU."""
-    import onnxruntime as ort
-
+    """Engine outputs of the exported FP32 graph in the served onnxruntime engine on the CPU."""
     from ..build.export import export_onnx
+    from ..served.onnx_engine import OnnxEngine
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reference.onnx"
         export_onnx(copy.deepcopy(deploy.model), path, deploy.topk)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        parts = [session.run(list(spec.ENGINE_OUTPUTS), {spec.ENGINE_INPUT: inputs[i:i + chunk]})
-                 for i in range(0, len(inputs), chunk)]
-    return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(spec.ENGINE_OUTPUTS)}
+        engine = OnnxEngine(path)
+        parts = [engine.run(inputs[i:i + chunk]) for i in range(0, len(inputs), chunk)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in spec.ENGINE_OUTPUTS}
 
 
 @torch.inference_mode()
