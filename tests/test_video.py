@@ -408,7 +408,9 @@ def test_ctrl_c_stops_cleanly_leaving_valid_files(server, tmp_path):
     out, jsonl = tmp_path / "annotated.mp4", tmp_path / "people.jsonl"
     command = [sys.executable, str(TOOL), str(video), "--url", server.grpc_url, "--in-flight", "2",
                "--out", str(out), "--jsonl", str(jsonl)]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # as at a terminal: a test run started in the background inherits SIGINT ignored, which the tool keeps
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (jsonl.exists() and len(jsonl.read_text().splitlines()) >= 2):
