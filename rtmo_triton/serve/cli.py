@@ -29,7 +29,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from .guard import ADMIN_HEADER, RESTRICTED_APIS, Guard
+from .guard import ADMIN_HEADER, RESTRICTED_APIS, STALE_GRACE_S, Guard
 from .tritonserver import ServerNotFound, command
 
 ADMIN_KEY_ENV = "RTMO_ADMIN_KEY"
@@ -100,6 +100,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--exit-timeout-secs", type=int, default=30,
                    help="on SIGTERM, how long in-flight requests may still finish")
     p.add_argument("--check-interval-s", type=float, default=1.0)
+    p.add_argument("--stale-grace-s", type=float, default=STALE_GRACE_S,
+                   help="after a reload, how long the replaced copy's stubs may live on")
     p.add_argument("tritonserver_args", nargs="*", help="after --: more tritonserver flags")
     return p.parse_args(argv)
 
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         return 127
     process = subprocess.Popen(argv_, env=env)
     http_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    guard = Guard(f"{http_host}:{args.http_port}", process.pid, admin_key, interval_s=args.check_interval_s)
+    guard = Guard(f"{http_host}:{args.http_port}", process.pid, admin_key, interval_s=args.check_interval_s,
+                  stale_grace_s=args.stale_grace_s)
     health = health_server(guard, process, args.host, args.health_port)
     threading.Thread(target=health.serve_forever, daemon=True, name="health").start()
     threading.Thread(target=guard.run, daemon=True, name="guard").start()

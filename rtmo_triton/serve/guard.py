@@ -8,9 +8,11 @@ counts of the served configs and, when one is missing:
 
 - answers ``/ready`` with 503 at once, so a load balancer or Kubernetes stops routing to this server;
 - reloads that model through Triton's model-control API (``POST /v2/repository/models/<m>/load``,
-  explicit mode): Triton starts a fresh set of instances, switches to them and lets the old ones
+  explicit mode, with the served config plus a bumped ``RELOAD_PARAMETER`` so Triton does not skip
+  it as unchanged): Triton starts a fresh set of instances, switches to them and lets the old ones
   finish what they hold, so the healthy instances keep serving throughout;
-- answers 200 again once every instance's stub runs.
+- answers 200 again once every instance's stub runs;
+- stops the old copy's stubs if Triton has not unloaded it after ``STALE_GRACE_S``.
 
 It needs to see the server's processes (same host or container) and the model-control key; the
 model-repository API stays closed to everyone else (``--http-restricted-api``).
@@ -18,7 +20,10 @@ model-repository API stays closed to everyone else (``--http-restricted-api``).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -30,6 +35,12 @@ from .tritonserver import STUB
 ADMIN_HEADER = "rtmo-admin"
 """Header that opens Triton's restricted APIs (model repository, shared memory, logging, trace)."""
 RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
+STALE_GRACE_S = 60.0
+"""How long a replaced copy's stubs may outlive the reload that replaced it (see ``Guard``)."""
+RELOAD_PARAMETER = "rtmo_serve_reload"
+"""Config parameter the guard bumps on each reload. Triton skips a load whose files and config are
+unchanged, and one that changes only ``instance_group`` keeps the surviving instances, dead stub
+included: any other change makes it load a fresh copy beside the old, which serves until the swap."""
 
 
 def stub_processes(server_pid: int, proc: Path = Path("/proc")) -> dict[int, str]:
@@ -53,11 +64,6 @@ def stub_processes(server_pid: int, proc: Path = Path("/proc")) -> dict[int, str
     return stubs
 
 
-def live_stubs(server_pid: int, proc: Path = Path("/proc")) -> Counter[str]:
-    """Running stubs of ``server_pid``, counted by model name."""
-    return Counter(stub_processes(server_pid, proc).values())
-
-
 @dataclass
 class Health:
     """What ``/ready`` reports; ``problems`` is empty when ready."""
@@ -65,6 +71,8 @@ class Health:
     problems: list[str] = field(default_factory=list)
     reloading: set[str] = field(default_factory=set)
     reloads: Counter[str] = field(default_factory=Counter)
+    stale_stubs: int = 0
+    """Stubs of copies replaced by a reload that Triton has not finished unloading (see ``Guard``)."""
 
     @property
     def ready(self) -> bool:
@@ -72,25 +80,39 @@ class Health:
 
     def as_json(self) -> bytes:
         return json.dumps({"ready": self.ready, "problems": self.problems,
-                           "reloading": sorted(self.reloading), "reloads": dict(self.reloads)}).encode()
+                           "reloading": sorted(self.reloading), "reloads": dict(self.reloads),
+                           "stale_stubs": self.stale_stubs}).encode()
 
 
 class Guard:
-    """Polls the server every ``interval_s``; ``health`` is always the latest verdict."""
+    """Polls the server every ``interval_s``; ``health`` is always the latest verdict.
 
-    def __init__(self, http_url: str, server_pid: int, admin_key: str, *, interval_s: float = 1.0) -> None:
+    A reload loads a fresh copy of the model beside the old one, whose surviving stubs go when Triton
+    unloads it. Idle, that takes a few seconds; after a crash under traffic Triton 2.51 never finishes
+    it, and the old copy's stubs would hold their memory until the server stops. So the stubs alive
+    when a reload starts are set aside as stale: they no longer count (a later crash of the fresh copy
+    is still seen), and those still running ``stale_grace_s`` later, when the old copy has long had
+    no requests, are stopped.
+    """
+
+    def __init__(self, http_url: str, server_pid: int, admin_key: str, *, interval_s: float = 1.0,
+                 stale_grace_s: float = STALE_GRACE_S) -> None:
         self.base = f"http://{http_url}"
         self.server_pid = server_pid
         self.admin_key = admin_key
         self.interval_s = interval_s
+        self.stale_grace_s = stale_grace_s
         self.health = Health(problems=["starting"])
         self.expected: dict[str, int] = {}
+        self.stale: dict[int, float] = {}
+        """Stale stub pid → when the reload that replaced its copy started (``time.monotonic``)."""
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
-    def _call(self, path: str, method: str = "GET", admin: bool = False, timeout: float = 5.0) -> dict:
-        request = urllib.request.Request(self.base + path, method=method,
-                                         data=b"" if method == "POST" else None,
+    def _call(self, path: str, method: str = "GET", admin: bool = False, timeout: float = 5.0,
+              body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else b"" if method == "POST" else None
+        request = urllib.request.Request(self.base + path, method=method, data=data,
                                          headers={ADMIN_HEADER: self.admin_key} if admin else {})
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
@@ -116,26 +138,48 @@ class Guard:
                 self.expected = self._python_instances()
         except (OSError, ValueError) as exc:
             problems.append(f"tritonserver not ready: {exc}")
-        running = live_stubs(self.server_pid) if not problems else Counter()
+        stubs = stub_processes(self.server_pid) if not problems else {}
+        with self._lock:
+            self.stale = {pid: since for pid, since in self.stale.items() if pid in stubs}
+            running = Counter(model for pid, model in stubs.items() if pid not in self.stale)
+        self._stop_overdue(stubs)
         for model, want in self.expected.items():
             if running[model] < want:
                 problems.append(f"{model}: {running[model]} of {want} stub processes running")
-                self._reload(model)
+                self._reload(model, [pid for pid, name in stubs.items() if name == model])
         with self._lock:
             problems += [f"{m}: reloading" for m in sorted(self.health.reloading)]
-            self.health = Health(problems, set(self.health.reloading), self.health.reloads)
+            self.health = Health(problems, set(self.health.reloading), self.health.reloads, len(self.stale))
         return self.health
 
-    def _reload(self, model: str) -> None:
+    def _stop_overdue(self, stubs: dict[int, str]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            overdue = [pid for pid, since in self.stale.items() if now - since > self.stale_grace_s]
+        for pid in overdue:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            print(f"[rtmo-serve] stopped stub {pid}, left running by a replaced copy of {stubs[pid]}",
+                  flush=True)
+
+    def _reload(self, model: str, old_stubs: list[int]) -> None:
         with self._lock:
             if model in self.health.reloading:
                 return
             self.health.reloading.add(model)
+            now = time.monotonic()
+            self.stale.update({pid: self.stale.get(pid, now) for pid in old_stubs})
         threading.Thread(target=self._reload_now, args=(model,), daemon=True, name=f"reload-{model}").start()
 
     def _reload_now(self, model: str) -> None:
         try:
-            self._call(f"/v2/repository/models/{model}/load", "POST", admin=True, timeout=300)
+            config = self._call(f"/v2/models/{model}/config")
+            config.setdefault("parameters", {})[RELOAD_PARAMETER] = {
+                "string_value": str(self.health.reloads[model] + 1)}
+            self._call(f"/v2/repository/models/{model}/load", "POST", admin=True, timeout=300,
+                       body={"parameters": {"config": json.dumps(config)}})
         except (OSError, ValueError) as exc:
             print(f"[rtmo-serve] reloading {model} failed: {exc}", flush=True)
         else:
