@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import spec
 from ..serve.guard import stub_processes
-from ..serve.tritonserver import PYTRITON_LIBS, STUB
+from ..serve.tritonserver import PYTRITON_LIBS, STUB, scrubbed_env
 from .server import TritonServer
 
 METRICS = ("nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success",
@@ -61,9 +61,10 @@ def launch(root: Path) -> tuple[list[str], dict[str, str]]:
         raise ServedError(f"the stub needs {python_lib}, which this host lacks (LIBDIR {libdir}, "
                           f"LDLIBRARY {ldlib}): install the interpreter's shared library "
                           f"(libpython{sys.version_info.major}.{sys.version_info.minor} / python3-dev)")
-    env = {k: v for k, v in os.environ.items() if k in ("HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR")}
-    env["PATH"] = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
-    env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(root.parents[1] / PYTRITON_LIBS), libdir) if p)
+    env = scrubbed_env(root.parents[1] / PYTRITON_LIBS)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the host's interpreter, which has torch
+    if libdir:
+        env["LD_LIBRARY_PATH"] += f":{libdir}"
     argv = [str(root / "bin" / "tritonserver"), f"--backend-directory={root / 'backends'}"]
     return argv, env
 
