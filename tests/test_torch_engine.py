@@ -165,3 +165,23 @@ def test_without_pytorch_in_the_servers_python_the_engine_says_why(repo, tmp_pat
             pass
     said = log.read_text()
     assert "No module named 'torch'" in said and "never carries PyTorch" in said and "ENGINE=onnx" in said
+
+
+def test_a_python_backend_that_corrupts_numpy_2_arrays_is_refused_at_load(repo, tmp_path, monkeypatch):
+    """Triton 2.51's Python backend (pybind11 2.10) builds zero-stride arrays under numpy 2: every input
+    would repeat its first element. A model running numpy 2 there must refuse to load, naming the fix,
+    rather than serve wrong people (the same model loads under the numpy 1 it carries by default)."""
+    require_server()
+    numpy_2 = "2.2.6"
+    monkeypatch.setitem(SERVED_PACKAGES, TORCH_ENGINE, (f"numpy=={numpy_2}",))
+    lonely = tmp_path / "repo"
+    shutil.copytree(repo / spec.ENGINE_NAME, lonely / spec.ENGINE_NAME)
+    install_python_model(lonely, spec.ENGINE_NAME, pythons=(running_python(),),
+                         workspace=build.DEFAULT_WORKSPACE, module=TORCH_ENGINE)
+    log = tmp_path / "tritonserver.log"
+    with pytest.raises(ServerFailed):
+        with TritonServer(lonely, log_path=log, launch=launch(installed_root()), ready_model=spec.ENGINE_NAME,
+                          ready_timeout_s=90):
+            pass
+    said = log.read_text()
+    assert f"cannot exchange tensors with numpy {numpy_2}" in said and "[1.0, 1.0, 1.0, 1.0]" in said

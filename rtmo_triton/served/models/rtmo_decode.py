@@ -6,10 +6,12 @@ from ..heap import keep_freed_buffers
 from ..params import read_parameters
 from ..postprocess import decode_batch, stack_people
 from ..respond import respond_each
+from ..tensor_exchange import check_tensor_exchange
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        check_tensor_exchange(pb_utils)
         params = read_parameters(args["model_config"])
         self.score_thr = float(params[Param.SCORE_THR])
         self.nms_thr = float(params[Param.NMS_THR])

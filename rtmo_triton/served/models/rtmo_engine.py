@@ -9,10 +9,12 @@ from ..engine_model import EngineModel, intra_op_threads
 from ..heap import keep_freed_buffers
 from ..onnx_engine import OnnxEngine
 from ..params import read_parameters
+from ..tensor_exchange import check_tensor_exchange
 
 
 class TritonPythonModel(EngineModel):
     def initialize(self, args):
+        check_tensor_exchange(pb_utils)
         params = read_parameters(args["model_config"])
         path = Path(args["model_repository"]) / args["model_version"] / params[Param.ENGINE_FILE]
         threads = intra_op_threads(args, params)

@@ -8,6 +8,7 @@ import triton_python_backend_utils as pb_utils
 from ...spec import Param
 from ..engine_model import EngineModel, intra_op_threads
 from ..params import read_parameters
+from ..tensor_exchange import check_tensor_exchange
 
 NO_TORCH = ("the torch engine flavour runs PyTorch from the server's own Python interpreter, and this one "
             "cannot import it ({error}). The repository never carries PyTorch (GBs): install it where "
@@ -17,6 +18,7 @@ NO_TORCH = ("the torch engine flavour runs PyTorch from the server's own Python 
 
 class TritonPythonModel(EngineModel):
     def initialize(self, args):
+        check_tensor_exchange(pb_utils)
         try:
             import torch  # noqa: F401
         except ImportError as exc:

@@ -7,10 +7,12 @@ from ..heap import keep_freed_buffers
 from ..params import read_parameters
 from ..preprocess import preprocess_batch
 from ..respond import respond_each
+from ..tensor_exchange import check_tensor_exchange
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        check_tensor_exchange(pb_utils)
         params = read_parameters(args["model_config"])
         self.input_size = int(params[Param.INPUT_SIZE])
         self.max_pixels = int(params[Param.MAX_PIXELS])
