@@ -100,7 +100,7 @@ overload: $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## accepted latency and busy re
 GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
 gpu-check:  ## GPU host: torch numerics, engine ceiling, served ensemble → reports/gpu/ (docs/gpu.md); DRY=1: CPU rehearsal
 	$(GPU_PY) -m rtmo_triton.harness.gpu_check $(if $(DRY),--dry-run) \
-		$(if $(wildcard .gpu-check/tritonserver.tar.xz),--bundle .gpu-check)
+		$(if $(wildcard .gpu-check/packed/tritonserver.tar.xz),--bundle .gpu-check/packed)
 
 gpu-check-prepare: $(SETUP_STAMP)  ## pack what an offline GPU host lacks (server, wheels) into .gpu-check/ for a device call
 	$(PY) -m rtmo_triton.harness.gpu_bundle --out .gpu-check

@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tarfile
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from rtmo_triton import spec
 from rtmo_triton.harness import gpu_bundle
-from rtmo_triton.harness.gpu_check import markdown, missing_here
-from rtmo_triton.harness.gpu_served import model_stats
+from rtmo_triton.harness.gpu_check import CHECKPOINT_T, markdown, missing_here
+from rtmo_triton.harness.gpu_served import build_repository, model_stats
 from rtmo_triton.serve.tritonserver import pytriton_root
+from rtmo_triton.served.bundle import PACKAGES_DIR, archive_name, running_python
 
 from .served import require_server
 
@@ -124,3 +128,47 @@ def test_the_bundle_installs_only_what_this_interpreter_lacks_or_has_older(tmp_p
         (tmp_path / name).write_bytes(b"")
     assert [w.name for w in missing_here(tmp_path)] == ["absent_package-1.0-py3-none-any.whl",
                                                         "numpy-999.0-cp312-none-any.whl"]
+
+
+def test_the_bundle_travels_in_parts_that_each_fit_a_call(tmp_path):
+    mib = 1 << 20
+    files = [(tmp_path / name, size * mib) for name, size in
+             (("tritonserver.tar.xz", 23), ("numpy.whl", 17), ("grpcio.whl", 7), ("rapidjson.whl", 2),
+              ("protobuf.whl", 1))]
+    parts = gpu_bundle.split(files, room=26 * mib)
+    sizes = dict(files)
+    assert len(parts) == 2 and all(sum(sizes[f] for f in part) <= 26 * mib for part in parts)
+    assert sorted(f for part in parts for f in part) == sorted(sizes)
+    with pytest.raises(SystemExit, match="alone is over"):
+        gpu_bundle.split([(tmp_path / "huge", 27 * mib)], room=26 * mib)
+    first, last = gpu_bundle.device_calls(tmp_path / ".gpu-check", 2, tmp_path)
+    assert 'carry=[".gpu-check/call1"]' in first and "gpu_check" not in first  # stages only
+    assert 'carry=[".gpu-check/call2"]' in last and f"gpu_check --bundle {gpu_bundle.STAGE}" in last
+    assert f"cp -r .gpu-check/call2/. {gpu_bundle.STAGE}/" in last
+
+
+def _wheel(folder: Path, name: str) -> Path:
+    """A minimal pure-Python wheel, made here: the check must work offline."""
+    wheel = folder / f"{name}-1.0-py3-none-any.whl"
+    info = f"{name}-1.0.dist-info"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(f"{name}/__init__.py", "CARRIED = True\n")
+        z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        z.writestr(f"{info}/WHEEL",
+                   "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+    return wheel
+
+
+def test_the_served_repository_carries_the_bundles_stub_wheels_in_every_python_model(tmp_path):
+    """On the GPU hosts numpy 1 must reach the stubs ahead of the host's numpy 2: each Python model gets
+    an archive of the stub wheels for this interpreter, which ``served.bundle`` puts first on the path."""
+    wheel = _wheel(tmp_path, "tinycarried")
+    repo = tmp_path / "repo"
+    build_repository(repo, checkpoint=CHECKPOINT_T, max_batch=2, carried=[wheel], log=lambda *_: None)
+    models = sorted(p.parent.parent.name for p in repo.glob("*/1/model.py"))
+    assert models == sorted([spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME])
+    for model in models:
+        archive = repo / model / "1" / PACKAGES_DIR / archive_name(running_python())
+        with tarfile.open(archive) as tar:
+            assert "tinycarried/__init__.py" in tar.getnames()

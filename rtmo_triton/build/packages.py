@@ -94,27 +94,37 @@ def packed_archive(model: str, python: str, workspace: Path, log=print) -> Path:
     if archive.is_file():
         log(f"packages of {model} for Python {python}: reused {archive}")
         return archive
-    archive.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    _install_and_pack(["--only-binary=:all:", "--implementation", "cp", "--python-version", python,
+                       *(f"--platform={p}" for p in platforms), *pins], archive,
+                      what=f"{' '.join(pins)} for Python {python} ({', '.join(platforms)})")
+    log(f"packages of {model} for Python {python}: packed {archive.stat().st_size / 2**20:.0f} MiB "
+        f"in {time.perf_counter() - start:.1f} s ({archive})")
+    return archive
+
+
+def archive_of_wheels(wheels: list[Path], archive: Path) -> Path:
+    """The same kind of archive from wheel files at hand, for this interpreter (offline hosts)."""
+    _install_and_pack(["--no-index", *map(str, wheels)], archive, what=", ".join(w.name for w in wheels))
+    return archive
+
+
+def _install_and_pack(pip_args: list[str], archive: Path, *, what: str) -> None:
+    """``pip install --target`` then one tar.gz of the result, written atomically."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=archive.parent) as tmp:
         target = Path(tmp) / "site-packages"
         command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                   "--no-deps", "--only-binary=:all:", "--no-compile", "--implementation", "cp",
-                   "--python-version", python, *(f"--platform={p}" for p in platforms),
-                   "--target", str(target), *pins]
+                   "--no-deps", "--no-compile", "--target", str(target), *pip_args]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
-            raise PackagingError(f"pip could not install {' '.join(pins)} for Python {python} "
-                                 f"({', '.join(platforms)}):\n{done.stderr.strip()[-2000:]}")
+            raise PackagingError(f"pip could not install {what}:\n{done.stderr.strip()[-2000:]}")
         partial = Path(tmp) / archive.name
         with tarfile.open(partial, "w:gz", compresslevel=6) as tar:
             for path in sorted(target.iterdir()):
                 tar.add(path, arcname=path.name,
                         filter=lambda info: None if "__pycache__" in info.name else info)
         partial.replace(archive)
-    log(f"packages of {model} for Python {python}: packed {archive.stat().st_size / 2**20:.0f} MiB "
-        f"in {time.perf_counter() - start:.1f} s ({archive})")
-    return archive
 
 
 def vendor_code(version_dir: Path, extra: tuple[str, ...] = ()) -> None:

@@ -1,23 +1,29 @@
 """``make gpu-check-prepare``: what an offline GPU host lacks for ``make gpu-check``, in ``.gpu-check/``.
 
-The GPU hosts we can test on have CUDA PyTorch, numpy, OpenCV, Pillow, onnx and onnxruntime for
-Python 3.12, but no tritonserver, no tritonclient, no simplejpeg, and no network. This packs:
+The GPU hosts we can test on have CUDA PyTorch, numpy 2, OpenCV, Pillow, onnx and onnxruntime for
+Python 3.12, but no tritonserver, no tritonclient, no simplejpeg, and no network. This packs, into
+``.gpu-check/packed/``:
 
 - ``tritonserver.tar.xz``: PyPI's pytriton server (a GPU build) trimmed to the binary, the Python
   backend with the stub for the host's Python, and the libraries they load (symbols stripped), laid
   out as in site-packages so the binaries' relative library paths hold;
 - ``wheels/server/``: what the served Python models import and the host lacks (simplejpeg), installed
   into the host's interpreter by ``gpu_check --bundle``;
+- ``wheels/stub/``: numpy 1, carried by every Python model of the repository the check serves, ahead of
+  the host's numpy 2, which Triton 2.51's Python backend cannot exchange arrays with
+  (``served.tensor_exchange``);
 - ``wheels/client/``: tritonclient and what its gRPC client needs in the versions this checkout runs,
   put on the check's own ``sys.path`` only.
 
-The folder travels with the device call (``carry``), whose working tree may hold 64 MiB in all,
-tracked files included: the total is checked here, and grpcio (the largest wheel) is left out with a
-warning when it does not fit (the host's own grpcio is then used).
+A device call carries the checkout (tracked files included) and its ``carry`` paths, 64 MiB in all,
+which this does not fit into. So it travels in parts, ``.gpu-check/call1``, ``call2``...: each call
+copies its part into one folder on the warm machine and the last one runs the check from there. The
+calls are printed at the end (docs/gpu.md).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -34,9 +40,14 @@ SERVER_ARCHIVE = "tritonserver.tar.xz"
 HOST_PYTHON = "3.12"
 HOST_LACKS = ("simplejpeg",)
 """What the served models import and the GPU hosts' Python lacks; packed at the served pins."""
+STUB_NEEDS = ("numpy",)
+"""What the served models must carry ahead of the host's own packages; packed at the served pins."""
 CLIENT_PACKAGES = ("tritonclient", "python-rapidjson", "protobuf", "grpcio")
-OPTIONAL = "grpcio"
 LIMIT_BYTES = 64 << 20
+MARGIN_BYTES = 1 << 20
+"""Room left in each call for files the checkout gains between packing and the call."""
+STAGE = "/tmp/gpu-check/bundle"
+"""Where the device calls gather the parts."""
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64")
 
@@ -125,42 +136,75 @@ def size_mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
+def split(files: list[tuple[Path, int]], room: int) -> list[list[Path]]:
+    """Files into as few parts of at most ``room`` bytes as first-fit, largest first, gives."""
+    parts: list[tuple[int, list[Path]]] = []
+    for path, size in sorted(files, key=lambda f: -f[1]):
+        if size > room:
+            raise SystemExit(f"{path.name} ({size_mib(size)}) alone is over what a device call has room for "
+                             f"({size_mib(room)}): ignore or remove untracked files (git status) and retry")
+        for i, (used, members) in enumerate(parts):
+            if used + size <= room:
+                parts[i] = (used + size, [*members, path])
+                break
+        else:
+            parts.append((size, [path]))
+    return [members for _, members in parts]
+
+
+def device_calls(out: Path, count: int, repo: Path) -> list[str]:
+    """The ``run`` calls that stage each part and then run the check (docs/gpu.md)."""
+    rel = out.relative_to(repo)
+    check = (f"PYTHONUNBUFFERED=1 python3 -m rtmo_triton.harness.gpu_check --bundle {STAGE} --out $OUT"
+             f" --work {Path(STAGE).parent} --deadline-s 380 --label <commit> 2>&1 | tee $OUT/gpu_check.log")
+    calls = []
+    for k in range(1, count + 1):
+        stage = f"mkdir -p {STAGE} && cp -r {rel}/call{k}/. {STAGE}/"
+        if k < count:  # staging only
+            calls.append(f'run(command="{stage} && ls -R {STAGE}", carry=["{rel}/call{k}"], timeout_s=60)')
+        else:
+            calls.append(f'run(command="set -o pipefail; {stage} && {check}", carry=["{rel}/call{k}"], '
+                         "timeout_s=470)")
+    return calls
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rtmo_triton.harness.gpu_bundle",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=DEFAULT_BUNDLE)
     args = p.parse_args(argv)
-    repo = Path.cwd()
+    repo = Path.cwd().resolve()
     out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    packed = out / "packed"
+    packed.mkdir(parents=True, exist_ok=True)
     ignore_locally(repo, out)
-    archive = out / SERVER_ARCHIVE
+    archive = packed / SERVER_ARCHIVE
     if archive.is_file():
         print(f"server archive kept: {archive} ({size_mib(archive.stat().st_size)}); delete it to repack")
     else:
-        pack_server(out)
-    shutil.rmtree(out / "wheels", ignore_errors=True)
-    download(served_pins(HOST_LACKS), out / "wheels" / "server")
-    pins = [f"{name}=={metadata.version(name)}" for name in CLIENT_PACKAGES]
-    download(pins, out / "wheels" / "client")
+        pack_server(packed)
+    shutil.rmtree(packed / "wheels", ignore_errors=True)
+    download(served_pins(HOST_LACKS), packed / "wheels" / "server")
+    download(served_pins(STUB_NEEDS), packed / "wheels" / "stub")
+    download([f"{name}=={metadata.version(name)}" for name in CLIENT_PACKAGES], packed / "wheels" / "client")
     tree = travelling_bytes(repo, out)
-    bundle = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    if tree + bundle > LIMIT_BYTES:
-        for wheel in (out / "wheels" / "client").glob(f"{OPTIONAL}-*.whl"):
-            print(f"warning: {wheel.name} ({size_mib(wheel.stat().st_size)}) left out to fit 64 MiB: the "
-                  f"host's own {OPTIONAL} must be at least the version tritonclient's generated code names")
-            bundle -= wheel.stat().st_size
-            wheel.unlink()
-    for f in sorted(out.rglob("*")):
-        if f.is_file():
-            print(f"  {size_mib(f.stat().st_size):>10}  {f.relative_to(out.parent)}")
-    total = tree + bundle
-    print(f"travels: checkout {size_mib(tree)} + {out.name} {size_mib(bundle)} = {size_mib(total)} "
-          f"(limit {size_mib(LIMIT_BYTES)})")
-    if total > LIMIT_BYTES:
-        print("error: over the device call's limit: ignore or remove untracked files (git status) and retry",
-              file=sys.stderr)
-        return 1
+    room = LIMIT_BYTES - tree - MARGIN_BYTES
+    files = [(f, f.stat().st_size) for f in sorted(packed.rglob("*")) if f.is_file()]
+    parts = split(files, room)
+    for old in out.glob("call*"):
+        shutil.rmtree(old)
+    for k, members in enumerate(parts, 1):
+        for f in members:
+            dst = out / f"call{k}" / f.relative_to(packed)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.link(f, dst)
+        print(f"call {k}: {size_mib(sum(f.stat().st_size for f in members))} + checkout {size_mib(tree)} "
+              f"(limit {size_mib(LIMIT_BYTES)})")
+        for f in members:
+            print(f"  {size_mib(f.stat().st_size):>10}  {f.relative_to(packed)}")
+    print(f"\n{len(parts)} device calls, one right after the other (a machine left idle is given back):")
+    for call in device_calls(out, len(parts), repo):
+        print(f"  {call}")
     return 0
 
 

@@ -15,8 +15,9 @@ short keeps what it finished), each failing alone:
 
 Without a CUDA device it says so and exits 2; ``--dry-run`` runs every section on the CPU at tiny
 sizes (CI runs it, so the script cannot rot); ``--cpu`` runs the chosen sections on the CPU at full
-size (PyTorch's FP16 CPU kernels: what FP16 rounding does, never a GPU figure). ``--bundle
-.gpu-check`` (``make gpu-check-prepare``) brings the server and the wheels an offline host lacks.
+size (PyTorch's FP16 CPU kernels: what FP16 rounding does, never a GPU figure). ``--bundle`` takes
+what ``make gpu-check-prepare`` packs (``.gpu-check/packed``, or its parts gathered on the host): the
+server and the wheels an offline host lacks.
 Exit status 0: every section ran; 1: some failed (each says why in the report).
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 from . import FIXTURES
 
@@ -67,14 +69,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def use_bundle(bundle: Path, work: Path) -> Path:
+class Bundle(NamedTuple):
+    server: Path | None
+    """pytriton's ``tritonserver`` folder, unpacked; None where the bundle has no server archive."""
+    stub_wheels: list[Path]
+    """Wheels every served Python model carries (``gpu_bundle.STUB_NEEDS``)."""
+
+
+def use_bundle(bundle: Path, work: Path) -> Bundle:
     """Unpack the server (once), install the served models' missing packages into this interpreter
     (the server's Python models run it) and put the client's wheels on this process's path. Must run
-    before anything imports protobuf. Returns the server's ``tritonserver`` folder."""
+    before anything imports protobuf."""
     from .gpu_bundle import SERVER_ARCHIVE
 
     site = work / "server"
-    if not (site / "pytriton").is_dir():
+    if not (site / "pytriton").is_dir() and (bundle / SERVER_ARCHIVE).is_file():
         site.mkdir(parents=True, exist_ok=True)
         with tarfile.open(bundle / SERVER_ARCHIVE) as tar:
             tar.extractall(site, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
@@ -88,7 +97,8 @@ def use_bundle(bundle: Path, work: Path) -> Path:
     if client_wheels:
         subprocess.run([*pip, "--upgrade", "--target", str(client), *map(str, client_wheels)], check=True)
         sys.path.insert(0, str(client))
-    return site / "pytriton" / "tritonserver"
+    server = site / "pytriton" / "tritonserver"
+    return Bundle(server if server.is_dir() else None, sorted((bundle / "wheels" / "stub").glob("*.whl")))
 
 
 def missing_here(folder: Path) -> list[Path]:
@@ -170,7 +180,7 @@ class Report:
             self.data["sections"][name] = fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - one section failing must not lose the others
             said = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self.data["errors"][name] = said[-3000:]
+            self.data["errors"][name] = said[:3000]  # the cause leads; the traceback keeps the rest
             self.data["errors"][name + "_traceback"] = traceback.format_exc()[-4000:]
             print(f"[{name}] FAILED: {self.data['errors'][name]}", flush=True)
         self.data["seconds"][name] = round(time.perf_counter() - t0, 1)
@@ -373,10 +383,14 @@ def copies_section(args, device) -> dict:
                                 repeats=3 if args.dry_run else 20)}
 
 
-def served_section(args, server_root: Path | None) -> dict:
+def served_section(args, bundle: Bundle | None) -> dict:
+    from .gpu_bundle import SERVER_ARCHIVE
     from .gpu_served import ServedError, installed_root
 
-    root = server_root or installed_root()
+    if bundle is not None and bundle.server is None:
+        raise ServedError(f"{args.bundle} has no {SERVER_ARCHIVE}: every part of the bundle must be staged "
+                          "there first, by device calls in a row on one warm machine (docs/gpu.md)")
+    root = bundle.server if bundle else installed_root()
     if root is None:
         raise ServedError("no tritonserver: pass --bundle (make gpu-check-prepare), or install "
                           "nvidia-pytriton")
@@ -385,16 +399,16 @@ def served_section(args, server_root: Path | None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     (work / "tritonserver.log").unlink(missing_ok=True)
     try:
-        return _serve(args, root, work, jpegs)
+        return _serve(args, root, work, jpegs, bundle.stub_wheels if bundle else [])
     finally:  # the server's own log comes back with the report, whatever happened
         if (work / "tritonserver.log").is_file():
             shutil.copyfile(work / "tritonserver.log", args.out / "tritonserver.log")
 
 
-def _serve(args, root: Path, work: Path, jpegs: list[bytes]) -> dict:
+def _serve(args, root: Path, work: Path, jpegs: list[bytes], carried: list[Path]) -> dict:
     from .gpu_served import serve_and_load
 
-    return serve_and_load(root=root, work=work, images=jpegs,
+    return serve_and_load(root=root, work=work, images=jpegs, carried=carried,
                           checkpoint=CHECKPOINT_T if args.dry_run else None,
                           max_batch=2 if args.dry_run else 8,
                           concurrencies=(1, 2) if args.dry_run else (1, 2, 4, 8, 16),
@@ -404,7 +418,7 @@ def _serve(args, root: Path, work: Path, jpegs: list[bytes]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    server_root = use_bundle(args.bundle, args.work) if args.bundle else None
+    bundle = use_bundle(args.bundle, args.work) if args.bundle else None
     import torch
 
     on_cpu = args.dry_run or args.cpu
@@ -420,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(args.out, environment(args.label), config)
     sections = {"numerics": (numerics_section, args, device), "dcc_probe": (dcc_probe_section, args, device),
                 "ceiling": (ceiling_section, args, device), "copies": (copies_section, args, device),
-                "served": (served_section, args, server_root)}
+                "served": (served_section, args, bundle)}
     start = time.perf_counter()
     for name in args.sections:
         if name not in sections:

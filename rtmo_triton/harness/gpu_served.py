@@ -4,7 +4,8 @@ The server is pytriton's binary (the installed wheel, or the trimmed copy ``gpu_
 host without it), started so that its Python models run the interpreter of this process: the stub
 finds that interpreter by looking ``python3`` up on ``PATH`` (its venv's packages come with it;
 ``PYTHONPATH`` does not reach the stub). The repository is built here with ``--pythons none``: every
-model uses this interpreter's packages, PyTorch included.
+model uses this interpreter's packages, PyTorch included, except the wheels the bundle has every
+model carry ahead of them (numpy 1 on hosts whose numpy 2 Triton 2.51's stub cannot use).
 
 Measured per concurrency level, with real JPEGs over gRPC: images/s, request latency, the engine's
 mean batch and each model's queue and compute time per request (from Triton's metrics), and the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import sysconfig
 import time
@@ -28,6 +30,7 @@ import numpy as np
 from .. import spec
 from ..serve.guard import stub_processes
 from ..serve.tritonserver import PYTRITON_LIBS, STUB, scrubbed_env
+from ..served.bundle import PACKAGES_DIR, archive_name, running_python
 from .server import TritonServer
 
 METRICS = ("nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success",
@@ -69,9 +72,12 @@ def launch(root: Path) -> tuple[list[str], dict[str, str]]:
     return argv, env
 
 
-def build_repository(repo: Path, *, checkpoint: Path | None, max_batch: int, log=print) -> None:
-    """Torch flavour, the packages of this interpreter; a busy server must queue, not refuse (load test)."""
+def build_repository(repo: Path, *, checkpoint: Path | None, max_batch: int, carried: list[Path],
+                     log=print) -> None:
+    """Torch flavour, the packages of this interpreter (``carried`` wheels ahead of them); a busy server
+    must queue, not refuse (load test)."""
     from ..build import repository
+    from ..build.packages import archive_of_wheels
 
     args = ["--model-repository", str(repo), "--engine", "torch", "--pythons", "none",
             "--max-batch", str(max_batch), "--max-queue", "0", "--workspace", str(repo.parent / "ws")]
@@ -80,6 +86,12 @@ def build_repository(repo: Path, *, checkpoint: Path | None, max_batch: int, log
     code = repository.main(args)
     if code != 0:
         raise ServedError(f"make build-engines failed ({code})")
+    if carried:
+        archive = archive_of_wheels(carried, repo.parent / "carried" / archive_name(running_python()))
+        for version_dir in sorted(p.parent for p in repo.glob("*/1/model.py")):
+            (version_dir / PACKAGES_DIR).mkdir(exist_ok=True)
+            shutil.copyfile(archive, version_dir / PACKAGES_DIR / archive.name)
+        log(f"[served] every Python model carries {', '.join(w.name for w in carried)}")
 
 
 def torch_cuda() -> bool:
@@ -145,14 +157,15 @@ def _latency(outcomes) -> dict[str, float]:
     return {q: float(np.percentile(ms, int(q[1:]))) for q in ("p50", "p90", "p99")}
 
 
-def serve_and_load(*, root: Path, work: Path, images: list[bytes], checkpoint: Path | None, max_batch: int,
-                   concurrencies: tuple[int, ...], level_s: float, log=print) -> dict:
+def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list[Path],
+                   checkpoint: Path | None, max_batch: int, concurrencies: tuple[int, ...], level_s: float,
+                   log=print) -> dict:
     """Build, start, warm up, then one load level per concurrency and a max-batch phase."""
     from ..client.transport import connect, run_requests
 
     repo = work / "repo"
     t0 = time.perf_counter()
-    build_repository(repo, checkpoint=checkpoint, max_batch=max_batch, log=log)
+    build_repository(repo, checkpoint=checkpoint, max_batch=max_batch, carried=carried, log=log)
     result: dict = {"build_s": round(time.perf_counter() - t0, 1), "max_batch": max_batch,
                     "images": len(images), "levels": []}
     log_path = work / "tritonserver.log"
@@ -173,7 +186,9 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], checkpoint: P
                 return [images[i % len(images)] for i in range(n)]
 
             for n in range(1, max_batch + 1):  # every batch size once through the ensemble
-                run_requests(client, "grpc", spec.ENSEMBLE_NAME, [batch(n)], retries=0)
+                [warm] = run_requests(client, "grpc", spec.ENSEMBLE_NAME, [batch(n)], retries=0)
+                if warm.error is not None:  # nothing to measure: say why at once
+                    raise ServedError(f"a request of {n} image(s) failed: {warm.error}")
             rate = None
             for c in concurrencies:
                 n = max(4 * c, int(level_s * rate * 1.5)) if rate else 4 * c

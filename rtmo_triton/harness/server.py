@@ -5,6 +5,7 @@ test or an interrupted benchmark never leaves one running.
 """
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -30,6 +31,14 @@ def exit_on_sigterm() -> None:
 
 class ServerFailed(RuntimeError):
     pass
+
+
+def failure_summary(log: str, *, errors: int = 5, tail: int = 2000) -> str:
+    """Triton's error lines first (a model's load failure is one, often far above the log's end, behind
+    the option tables printed on the way out), then the log's tail."""
+    said = list(dict.fromkeys(line[:1000] for line in log.splitlines() if re.match(r"E\d{4} ", line)))
+    head = "\n".join(said[:errors])
+    return f"{head}\n...\n{log[-tail:]}" if head else log[-tail:]
 
 
 class TritonServer:
@@ -96,11 +105,11 @@ class TritonServer:
         while not self._ready():
             if self.process.poll() is not None:
                 raise ServerFailed(f"tritonserver exited with {self.process.returncode}:\n"
-                                   f"{self.log_text()[-4000:]}")
+                                   f"{failure_summary(self.log_text())}")
             if time.perf_counter() > deadline:
                 self.stop()
                 raise ServerFailed(f"tritonserver not ready after {self.ready_timeout_s:.0f} s:\n"
-                                   f"{self.log_text()[-4000:]}")
+                                   f"{failure_summary(self.log_text())}")
             time.sleep(0.1)
         self.start_seconds = time.perf_counter() - t0
         return self
