@@ -74,7 +74,7 @@ def server_files(root: Path, python: str) -> list[tuple[Path, str]]:
     return files
 
 
-def pack_server(out: Path, python: str = HOST_PYTHON, log=print) -> Path:
+def pack_server(out: Path, python: str, log=print) -> Path:
     from ..serve.tritonserver import pytriton_root
 
     root = pytriton_root()
@@ -98,10 +98,10 @@ def pack_server(out: Path, python: str = HOST_PYTHON, log=print) -> Path:
     return archive
 
 
-def download(specs: list[str], dest: Path) -> None:
+def download(specs: list[str], dest: Path, python: str) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-               "--only-binary=:all:", "--implementation", "cp", "--python-version", HOST_PYTHON,
+               "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
                *(f"--platform={p}" for p in PLATFORMS), "-d", str(dest), *specs]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -168,42 +168,57 @@ def device_calls(out: Path, count: int, repo: Path) -> list[str]:
     return calls
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rtmo_triton.harness.gpu_bundle",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=DEFAULT_BUNDLE)
-    args = p.parse_args(argv)
-    repo = Path.cwd().resolve()
-    out = args.out.resolve()
-    packed = out / "packed"
+def pack(packed: Path, python: str) -> None:
+    """The whole bundle for CPython ``python`` into ``packed``; a server packed for it before is kept."""
     packed.mkdir(parents=True, exist_ok=True)
-    ignore_locally(repo, out)
-    archive = packed / SERVER_ARCHIVE
-    if archive.is_file():
+    archive, stub_python = packed / SERVER_ARCHIVE, packed / "stub-python.txt"
+    if archive.is_file() and stub_python.is_file() and stub_python.read_text() == python:
         print(f"server archive kept: {archive} ({size_mib(archive.stat().st_size)}); delete it to repack")
     else:
-        pack_server(packed)
+        pack_server(packed, python)
+        stub_python.write_text(python)
     shutil.rmtree(packed / "wheels", ignore_errors=True)
-    download(served_pins(HOST_LACKS), packed / "wheels" / "server")
-    download(served_pins(STUB_NEEDS), packed / "wheels" / "stub")
-    download([f"{name}=={metadata.version(name)}" for name in CLIENT_PACKAGES], packed / "wheels" / "client")
+    download(served_pins(HOST_LACKS), packed / "wheels" / "server", python)
+    download(served_pins(STUB_NEEDS), packed / "wheels" / "stub", python)
+    download([f"{name}=={metadata.version(name)}" for name in CLIENT_PACKAGES], packed / "wheels" / "client",
+             python)
+
+
+def lay_out_parts(out: Path, packed: Path, repo: Path) -> int:
+    """Hard-link the packed files into ``out/call<k>`` folders that each fit a device call; returns k."""
     tree = travelling_bytes(repo, out)
-    room = LIMIT_BYTES - tree - MARGIN_BYTES
-    files = [(f, f.stat().st_size) for f in sorted(packed.rglob("*")) if f.is_file()]
-    parts = split(files, room)
+    parts = split([(f, f.stat().st_size) for f in sorted(packed.rglob("*")) if f.is_file()],
+                  LIMIT_BYTES - tree - MARGIN_BYTES)
     for old in out.glob("call*"):
         shutil.rmtree(old)
     for k, members in enumerate(parts, 1):
+        print(f"call {k}: {size_mib(sum(f.stat().st_size for f in members))} + checkout {size_mib(tree)} "
+              f"(limit {size_mib(LIMIT_BYTES)})")
         for f in members:
             dst = out / f"call{k}" / f.relative_to(packed)
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.link(f, dst)
-        print(f"call {k}: {size_mib(sum(f.stat().st_size for f in members))} + checkout {size_mib(tree)} "
-              f"(limit {size_mib(LIMIT_BYTES)})")
-        for f in members:
             print(f"  {size_mib(f.stat().st_size):>10}  {f.relative_to(packed)}")
-    print(f"\n{len(parts)} device calls, one right after the other (a machine left idle is given back):")
-    for call in device_calls(out, len(parts), repo):
+    return len(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rtmo_triton.harness.gpu_bundle",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=DEFAULT_BUNDLE)
+    p.add_argument("--python", default=HOST_PYTHON,
+                   help="the host's CPython version (another one rehearses the check on a CPU machine)")
+    args = p.parse_args(argv)
+    repo, out = Path.cwd().resolve(), args.out.resolve()
+    pack(out / "packed", args.python)
+    if repo not in out.parents:
+        print(f"{out} is outside the checkout, which is what a device call carries: use "
+              f"`gpu_check --bundle {out / 'packed'}` on this machine")
+        return 0
+    ignore_locally(repo, out)
+    count = lay_out_parts(out, out / "packed", repo)
+    print(f"\n{count} device calls, one right after the other (a machine left idle is given back):")
+    for call in device_calls(out, count, repo):
         print(f"  {call}")
     return 0
 

@@ -6,7 +6,7 @@ numpy 2 every array the stub builds from Triton's memory has a zero stride: a nu
 its first element (silently wrong people), an output claims the wrong byte size, and a BYTES input
 crashes the stub. Triton 24.11 moved to pybind11 2.12, which knows both layouts.
 
-A repository built with the default ``PYTHONS`` carries numpy 1.26.4, which is put first on the path;
+A repository built with the default ``PYTHONS`` carries numpy 1 (``build.packages``), put first on the path;
 one built with ``PYTHONS=none`` uses whatever numpy the server's interpreter has. Rather than guess
 from version numbers, each model checks at load the one operation that goes wrong: an array built by
 the stub from a raw buffer must read back what was written.
@@ -34,5 +34,5 @@ def check_tensor_exchange(pb_utils: Any) -> None:
         f"from Triton's memory reads {np.asarray(got).tolist()} for {want.tolist()}. Triton up to 24.10 "
         "(server 2.51) builds its Python backend with pybind11 2.10, which predates numpy 2: requests "
         "would get wrong results or crash the stub. Give the server's interpreter numpy<2 (a repository "
-        "built with the default PYTHONS carries numpy 1.26.4; PYTHONS=none uses the server's own), or "
+        "built with the default PYTHONS carries numpy 1; PYTHONS=none uses the server's own), or "
         "serve with Triton 24.11 or later")
