@@ -20,7 +20,7 @@ from rtmo_triton import spec
 from rtmo_triton.client import connect, infer
 from rtmo_triton.client.transport import run_requests
 from rtmo_triton.harness.server import free_port
-from rtmo_triton.serve.guard import stub_processes
+from rtmo_triton.serve.guard import Guard, stub_processes
 from rtmo_triton.served.image_io import ImageError
 from rtmo_triton.served.respond import respond_each
 
@@ -239,3 +239,18 @@ def test_drain_waits_for_pending_requests_then_gives_up_at_the_limit():
         assert pending["n"] > 0
     finally:
         server.shutdown()
+
+
+def test_an_overdue_stale_stub_is_stopped_once(capsys):
+    """Killed, a stub stays listed until it has exited and been reaped; the guard must not kill and log
+    it again each second meanwhile (this child is never reaped while the guard looks)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        guard = Guard("127.0.0.1:1", server_pid=os.getpid(), admin_key="k", stale_grace_s=0)
+        guard.stale = {child.pid: time.monotonic() - 1}
+        for _ in range(3):
+            guard._stop_overdue({child.pid: spec.ENGINE_NAME})
+        assert capsys.readouterr().out.count(f"stopped stub {child.pid}") == 1
+        assert child.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        child.kill()

@@ -20,6 +20,7 @@ model-repository API stays closed to everyone else (``--http-restricted-api``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import threading
@@ -161,6 +162,8 @@ class Guard:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 continue
+            with self._lock:  # still stale (uncounted) while it exits, but never overdue again
+                self.stale[pid] = math.inf
             print(f"[rtmo-serve] stopped stub {pid}, left running by a replaced copy of {stubs[pid]}",
                   flush=True)
 
