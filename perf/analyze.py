@@ -16,7 +16,7 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import yaml
@@ -43,9 +43,11 @@ def settings(config_pbtxt: Path) -> dict[str, int]:
     """Instance count, max batch, batching delay and (CPU engine) intra-op threads of one config."""
     c = text_format.Parse(config_pbtxt.read_text(), mc.ModelConfig())
     threads = c.parameters[P.INTRA_OP_THREADS].string_value if P.INTRA_OP_THREADS in c.parameters else ""
-    return {"instances": sum(max(1, g.count) for g in c.instance_group) or 1, "max_batch": c.max_batch_size,
-            "max_queue_delay_us": c.dynamic_batching.max_queue_delay_microseconds,
-            **({"intra_op_threads": int(threads)} if threads.isdigit() else {})}
+    found = Scheduling(instances=sum(max(1, g.count) for g in c.instance_group) or 1,
+                       max_batch=c.max_batch_size,
+                       max_queue_delay_us=c.dynamic_batching.max_queue_delay_microseconds,
+                       intra_op_threads=int(threads) if threads.isdigit() else None)
+    return {k: v for k, v in asdict(found).items() if v is not None}
 
 
 def measurements(results_csv: Path, configs: Path) -> list[dict]:
