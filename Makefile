@@ -96,14 +96,27 @@ soak: $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## SOAK_MINUTES of mixed image size
 overload: $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## accepted latency and busy refusals at 1x/2x/4x the sustainable concurrency
 	$(PY) -m rtmo_triton.harness.overload --model-repository $(MODEL_REPOSITORY)
 
-.PHONY: gpu-check gpu-check-prepare
+.PHONY: gpu-check gpu-check-prepare gpu-check-rehearse
 GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+BUNDLE ?=
 gpu-check:  ## GPU host: torch numerics, engine ceiling, served ensemble → reports/gpu/ (docs/gpu.md); DRY=1: CPU rehearsal
-	$(GPU_PY) -m rtmo_triton.harness.gpu_check $(if $(DRY),--dry-run) \
-		$(if $(wildcard .gpu-check/packed/tritonserver.tar.xz),--bundle .gpu-check/packed)
+	$(GPU_PY) -m rtmo_triton.harness.gpu_check $(if $(DRY),--dry-run) $(if $(BUNDLE),--bundle $(BUNDLE))
 
-gpu-check-prepare: $(SETUP_STAMP)  ## pack what an offline GPU host lacks (server, wheels) into .gpu-check/ for a device call
+gpu-check-prepare: $(SETUP_STAMP)  ## pack what an offline GPU host lacks (server, wheels) into .gpu-check/ for device calls
 	$(PY) -m rtmo_triton.harness.gpu_bundle --out .gpu-check
+
+# The GPU hosts' packages (the device library's KINDS.md), where PyPI has them for this machine's Python:
+# numpy 2.5 needs 3.12, so 2.4; PyPI's torch 2.11 is the CUDA build (about 3 GB with its libraries).
+HOST_PACKAGES ?= torch==2.11.0 numpy==2.4.6 onnxruntime==1.30.0 onnx==1.23.1 opencv-python-headless pillow \
+	packaging grpcio
+REHEARSAL ?= /tmp/rtmo-gpu-rehearsal
+gpu-check-rehearse: $(SETUP_STAMP)  ## CPU dry run of the GPU check in the GPU hosts' packages, offline from a bundle (docs/gpu.md)
+	test -x $(REHEARSAL)/venv/bin/python3 || { $(PYTHON) -m venv $(REHEARSAL)/venv && \
+		$(REHEARSAL)/venv/bin/pip install -q $(HOST_PACKAGES); }
+	$(PY) -m rtmo_triton.harness.gpu_bundle --out $(REHEARSAL)/bundle \
+		--python $$($(REHEARSAL)/venv/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+	PATH=$(REHEARSAL)/venv/bin:$$PATH python3 -m rtmo_triton.harness.gpu_check --dry-run \
+		--bundle $(REHEARSAL)/bundle/packed --out reports/tmp/gpu-rehearsal --work $(REHEARSAL)/work
 
 clean:  ## remove the built repository's models and out/ (keeps .venv and build/'s packed packages)
 	rm -rf $(OUT) $(wildcard $(MODEL_REPOSITORY)/*/)
