@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rtmo_triton.served.letterbox import letterbox, letterbox_matrix
+from rtmo_triton.served.letterbox import letterbox, letterbox_matrix, opencv_difference
 from rtmo_triton.spec import AFFINE_FIELDS, ENGINE_INPUT_DTYPE, PAD_VALUE
 
 from .golden import OUTPUT_FILES, fixture_ids, load_output
@@ -77,3 +77,11 @@ def test_out_row_is_fully_overwritten():
     image = np.random.default_rng(0).integers(0, 256, (100, 400, 3), dtype=np.uint8)
     letterbox(image, 416, out=out)
     np.testing.assert_array_equal(out, full_frame_warp(image, 416))
+
+
+def test_an_opencv_other_than_the_references_is_named(monkeypatch):
+    """Bit-exact inputs hold on OpenCV 4 (this suite runs it); 5.0's bilinear warp rounds differently."""
+    assert opencv_difference() is None
+    monkeypatch.setattr(cv2, "__version__", "5.0.0")
+    said = opencv_difference()
+    assert said is not None and "OpenCV 5.0.0" in said and "mmpose" in said

@@ -21,6 +21,24 @@ import numpy as np
 
 from ..spec import AFFINE_FIELDS, ENGINE_INPUT_DTYPE, PAD_VALUE
 
+REFERENCE_OPENCV_MAJOR = 4
+
+
+def opencv_difference() -> str | None:
+    """Why this OpenCV's letterbox may not equal the reference's, or None.
+
+    Parity with mmpose rests on OpenCV 4's bilinear ``warpAffine`` (4.11-4.14 equal the reference bit
+    for bit; the repository's packages pin a 4.x). OpenCV 5.0 rounds differently: on the fixtures, 4-13 %
+    of a letterboxed input's values moved by up to 5 grey levels. The poses stay valid, not bit-equal.
+    """
+    major = int(cv2.__version__.split(".")[0])
+    if major == REFERENCE_OPENCV_MAJOR:
+        return None
+    return (f"OpenCV {cv2.__version__}'s bilinear warpAffine differs from OpenCV {REFERENCE_OPENCV_MAJOR}'s, "
+            "which mmpose's reference used: letterboxed inputs move by a few grey levels (5.0: up to 5 on "
+            "4-13 % of values) and people may differ slightly from mmpose's. The repository's packages pin "
+            f"OpenCV {REFERENCE_OPENCV_MAJOR}; this server's interpreter provides another (PYTHONS=none?)")
+
 
 @dataclass(frozen=True)
 class Letterbox:

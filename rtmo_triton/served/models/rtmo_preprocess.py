@@ -4,6 +4,7 @@ import triton_python_backend_utils as pb_utils
 
 from ...spec import AFFINE, ENGINE_INPUT, ENSEMBLE_INPUT, Param
 from ..heap import keep_freed_buffers
+from ..letterbox import opencv_difference
 from ..params import read_parameters
 from ..preprocess import preprocess_batch
 from ..respond import respond_each
@@ -17,6 +18,8 @@ class TritonPythonModel:
         self.input_size = int(params[Param.INPUT_SIZE])
         self.max_pixels = int(params[Param.MAX_PIXELS])
         cv2.setNumThreads(1)  # instances run in parallel; OpenCV's own threads would fight them
+        if difference := opencv_difference():
+            pb_utils.Logger.log_warn(f"{args['model_name']}: {difference}")
         keep_freed_buffers()  # per-request arrays of several MB: no page faults on each request
 
     def execute(self, requests):
