@@ -167,7 +167,6 @@ ENSEMBLE_INPUT = "IMAGE"
 ENSEMBLE_OUTPUTS = ("NUM_PEOPLE", "BOXES", "SCORES", "KEYPOINTS", "KEYPOINT_SCORES")
 
 
-
 class Param:
     """Names of the ``parameters`` the build writes into the configs and the Python models (and, for
     the ensemble's, clients) read back."""

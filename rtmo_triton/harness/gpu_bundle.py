@@ -32,7 +32,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from ..build.packages import SERVED_PACKAGES
+from ..build.packages import SERVED_PACKAGES, wheel_platforms
 from ..serve.tritonserver import PYTRITON_LIBS, STUB, STUBS_DIR
 
 DEFAULT_BUNDLE = Path(".gpu-check")
@@ -48,8 +48,6 @@ MARGIN_BYTES = 1 << 20
 """Room left in each call for files the checkout gains between packing and the call."""
 STAGE = "/tmp/gpu-check/bundle"
 """Where the device calls gather the parts."""
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
-             "manylinux2014_x86_64", "manylinux1_x86_64")
 
 
 def served_pins(names: tuple[str, ...]) -> list[str]:
@@ -102,7 +100,7 @@ def download(specs: list[str], dest: Path, python: str) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
                "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
-               *(f"--platform={p}" for p in PLATFORMS), "-d", str(dest), *specs]
+               *(f"--platform={p}" for p in wheel_platforms()), "-d", str(dest), *specs]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"pip download {' '.join(specs)} failed:\n{done.stderr[-2000:]}")
