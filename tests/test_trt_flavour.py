@@ -49,7 +49,7 @@ def test_auto_takes_torch_on_cuda_without_tensorrt():
 
 
 @pytest.mark.parametrize(("trt", "gpu", "reason"), [
-    (no_trt, present, f"auto: {NO_TRT}; {NO_CUDA}"),
+    (no_trt, present, f"auto: {NO_TRT}; {NO_CUDA}; ENGINE=torch serves on this GPU"),
     (present, no_gpu, f"auto: {NO_GPU}; {NO_CUDA}"),
     (no_trt, no_gpu, f"auto: {NO_GPU}; {NO_TRT}; {NO_CUDA}"),
 ])
@@ -64,8 +64,15 @@ def test_onnx_is_always_possible_and_checks_nothing():
 def test_torch_runs_on_cuda_where_pytorch_sees_it_and_on_the_cpu_elsewhere():
     on_cuda = choose_flavour("torch", never, never, present)
     assert on_cuda == Flavour("torch", "requested (ENGINE=torch), on CUDA", "cuda")
-    on_cpu = choose_flavour("torch", never, never, no_cuda)
-    assert on_cpu == Flavour("torch", f"requested (ENGINE=torch), on the CPU: {NO_CUDA}", "cpu")
+    on_cpu = choose_flavour("torch", never, no_gpu, no_cuda)
+    assert on_cpu == Flavour("torch", f"requested (ENGINE=torch), on the CPU: {NO_CUDA}; {NO_GPU}", "cpu")
+
+
+def test_torch_runs_on_a_visible_gpu_though_the_build_has_cpu_pytorch():
+    """`make setup` installs PyTorch's CPU wheel (it only exports): a GPU host must still get KIND_GPU."""
+    chosen = choose_flavour("torch", never, present, no_cuda)
+    assert chosen.device == "cuda"
+    assert f"an NVIDIA GPU is visible ({NO_CUDA} in this build" in chosen.reason
 
 
 def test_trt_requested_and_available():

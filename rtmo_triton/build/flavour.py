@@ -66,8 +66,9 @@ def choose_flavour(requested: str = "auto", tensorrt_check: Callable[[], str | N
                    gpu_check: Callable[[], str | None] = gpu_missing,
                    torch_cuda_check: Callable[[], str | None] = torch_cuda_missing) -> Flavour:
     """``auto`` takes TensorRT when it and a GPU are present, else PyTorch on CUDA, else onnxruntime on
-    the CPU; ``trt`` insists and names what is missing; ``torch`` runs on CUDA where PyTorch sees it,
-    on the CPU elsewhere; ``onnx`` is always possible. The checks return why something is missing,
+    the CPU; ``trt`` insists and names what is missing; ``torch`` runs on CUDA where the build's PyTorch
+    sees it or an NVIDIA GPU is visible (the build's PyTorch only exports; the server's runs it), on the
+    CPU elsewhere; ``onnx`` is always possible. The checks return why something is missing,
     or None."""
     if requested not in FLAVOURS:
         raise FlavourError(f"unknown engine {requested!r}: choose one of {', '.join(FLAVOURS)}")
@@ -75,19 +76,26 @@ def choose_flavour(requested: str = "auto", tensorrt_check: Callable[[], str | N
         return Flavour("onnx", "requested (ENGINE=onnx)")
     if requested == "torch":
         no_cuda = torch_cuda_check()
-        if no_cuda:
-            return Flavour("torch", f"requested (ENGINE=torch), on the CPU: {no_cuda}")
-        return Flavour("torch", "requested (ENGINE=torch), on CUDA", device="cuda")
-    missing = [m for m in (gpu_check(), tensorrt_check()) if m]
+        if no_cuda is None:
+            return Flavour("torch", "requested (ENGINE=torch), on CUDA", device="cuda")
+        no_gpu = gpu_check()
+        if no_gpu is None:  # the build's PyTorch is the CPU wheel `make setup` installs: it only exports
+            return Flavour("torch", f"requested (ENGINE=torch), on CUDA: an NVIDIA GPU is visible "
+                                    f"({no_cuda} in this build; the server's PyTorch must be a CUDA build)",
+                           device="cuda")
+        return Flavour("torch", f"requested (ENGINE=torch), on the CPU: {no_cuda}; {no_gpu}")
+    no_gpu = gpu_check()
+    missing = [m for m in (no_gpu, tensorrt_check()) if m]
     if not missing:
         found = "NVIDIA GPU and TensorRT found"
         return Flavour("trt", found + (" (requested)" if requested == "trt" else ""), device="cuda")
     if requested == "trt":
         raise FlavourError(f"ENGINE=trt needs an NVIDIA GPU with TensorRT: {'; '.join(missing)}. "
                            "Build inside NVIDIA's Triton container on a GPU host (docs/gpu.md), "
-                           "or use ENGINE=torch (PyTorch, on CUDA where it sees a GPU) or ENGINE=onnx "
+                           "or use ENGINE=torch (PyTorch, on CUDA where a GPU is visible) or ENGINE=onnx "
                            "(onnxruntime on the CPU).")
     no_cuda = torch_cuda_check()
     if no_cuda is None:
         return Flavour("torch", f"auto: {'; '.join(missing)}; PyTorch sees CUDA", device="cuda")
-    return Flavour("onnx", f"auto: {'; '.join([*missing, no_cuda])}")
+    hint = [] if no_gpu else ["ENGINE=torch serves on this GPU"]
+    return Flavour("onnx", f"auto: {'; '.join([*missing, no_cuda, *hint])}")
