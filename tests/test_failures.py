@@ -12,8 +12,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
+import numpy as np
 import pytest
 
 from rtmo_triton import spec
@@ -32,7 +34,10 @@ STALE_GRACE_S = 5
 
 
 class _Triton:
-    """The two names of triton_python_backend_utils that ``respond_each`` uses, for a unit test."""
+    """The names of triton_python_backend_utils that ``respond_each`` and ``EngineModel`` use, for unit
+    tests; a request is its input array."""
+
+    warnings: list[str] = []
 
     class TritonError:
         INVALID_ARG, INTERNAL = "INVALID_ARG", "INTERNAL"
@@ -43,6 +48,16 @@ class _Triton:
     class InferenceResponse:
         def __init__(self, tensors=None, error=None):
             self.tensors, self.error = tensors, error
+
+    class Logger:
+        @staticmethod
+        def log_warn(message):
+            _Triton.warnings.append(message)
+
+    @staticmethod
+    def get_input_tensor_by_name(request, name):
+        assert name == spec.ENGINE_INPUT
+        return SimpleNamespace(as_numpy=lambda: request)
 
 
 def test_any_exception_is_its_own_requests_error():
@@ -57,6 +72,54 @@ def test_any_exception_is_its_own_requests_error():
     assert [r.tensors for r in out] == [["a"], None, ["b"], None, ["c"]]
     assert (out[1].error.code, out[1].error.message) == ("INVALID_ARG", "not a decodable image")
     assert out[3].error.code == "INTERNAL" and out[3].error.message.startswith("error: (-215")
+
+
+class _Engine:
+    """An engine whose run fails on a row of -1, as a real one fails on input it cannot take."""
+
+    def run(self, batch):
+        if (batch == -1).any():
+            raise ValueError("cannot take row -1")
+        return {"twice": batch * 2}
+
+    def run_requests(self, inputs):
+        outputs = self.run(np.concatenate(inputs))["twice"]
+        return [{"twice": part} for part in np.split(outputs, np.cumsum([len(x) for x in inputs])[:-1])]
+
+
+@pytest.fixture
+def engine_model(monkeypatch):
+    """``EngineModel`` over ``_Engine``, its tensors the output arrays (99 cannot become a tensor)."""
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _Triton)
+    monkeypatch.delitem(sys.modules, "rtmo_triton.served.engine_model", raising=False)
+    from rtmo_triton.served.engine_model import EngineModel
+
+    class Model(EngineModel):
+        engine = _Engine()
+
+        def tensors(self, outputs):
+            if (outputs["twice"] == 2 * 99).any():
+                raise TypeError("no tensor of 99")
+            return [outputs["twice"]]
+
+    _Triton.warnings.clear()
+    return Model()
+
+
+def test_an_engine_batch_runs_once_when_every_request_is_good(engine_model):
+    out = engine_model.execute([np.array([1]), np.array([2, 3])])
+    assert [r.tensors[0].tolist() for r in out] == [[2], [4, 6]]
+    assert _Triton.warnings == []
+
+
+@pytest.mark.parametrize(("bad", "message"), [(-1, "ValueError: cannot take row -1"),
+                                               (99, "TypeError: no tensor of 99")])
+def test_an_engine_failure_is_the_error_of_the_request_at_fault_alone(engine_model, bad, message):
+    out = engine_model.execute([np.array([1]), np.array([bad, 2]), np.array([3])])
+    assert [r.error is None for r in out] == [True, False, True]
+    assert [r.tensors[0].tolist() for r in (out[0], out[2])] == [[2], [6]]
+    assert (out[1].error.code, out[1].error.message) == ("INTERNAL", message)
+    assert _Triton.warnings == [f"engine run of 3 requests failed ({message}); running each alone"]
 
 
 def _get(url: str) -> tuple[int, dict]:

@@ -9,7 +9,7 @@ import triton_python_backend_utils as pb_utils
 
 from ..spec import AUTO_THREADS, ENGINE_INPUT, Param
 from .cpus import engine_threads
-from .respond import respond_each
+from .respond import describe, respond_each
 
 
 def intra_op_threads(args: dict, params: dict[str, str]) -> int:
@@ -25,17 +25,21 @@ class EngineModel:
 
     engine: Any
 
-    def execute(self, requests):
-        inputs = [pb_utils.get_input_tensor_by_name(r, ENGINE_INPUT).as_numpy() for r in requests]
+    def execute(self, requests: list) -> list:
         try:
-            results = self.engine.run_requests(inputs)
-        except Exception:  # noqa: BLE001 - find the request at fault: each alone, errors its own
+            inputs = [pb_utils.get_input_tensor_by_name(r, ENGINE_INPUT).as_numpy() for r in requests]
+            return [pb_utils.InferenceResponse(self.tensors(outputs))
+                    for outputs in self.engine.run_requests(inputs)]
+        except Exception as exc:  # noqa: BLE001 - find the request at fault: each alone, errors its own
+            if len(requests) > 1:  # said once per batch: a fault of the engine itself shows here first
+                pb_utils.Logger.log_warn(f"engine run of {len(requests)} requests failed ({describe(exc)}); "
+                                         "running each alone")
             return respond_each(requests, self._run_alone, pb_utils)
-        return [pb_utils.InferenceResponse(self.tensors(outputs)) for outputs in results]
 
-    def _run_alone(self, request):
+    def _run_alone(self, request) -> list:
         batch = pb_utils.get_input_tensor_by_name(request, ENGINE_INPUT).as_numpy()
         return self.tensors(self.engine.run(batch))
 
     def tensors(self, outputs: dict) -> list:
+        """The outputs of one request as Triton tensors."""
         raise NotImplementedError
