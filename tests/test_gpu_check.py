@@ -21,6 +21,13 @@ from rtmo_triton.served.bundle import PACKAGES_DIR, archive_name, running_python
 
 from .served import require_server
 
+ENVIRONMENT = {"torch": "2.11.0", "torch_cuda": "13.0", "cudnn": 91000, "numpy": "2.5.2",
+               "onnxruntime": "1.30.0", "onnx": "1.23.1", "python": "3.12.3", "cpus": 16,
+               "date": "2026-11-26", "label": "abc123",
+               "device": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "device_memory_gib": 79.2,
+               "driver": "580.159.04"}
+CONFIG = {"dry_run": False, "command": "python -m rtmo_triton.harness.gpu_check"}
+
 
 def gpu_check(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rtmo_triton.harness.gpu_check", *args], capture_output=True,
@@ -69,16 +76,24 @@ def test_without_a_gpu_the_real_run_refuses(tmp_path):
 
 
 def test_markdown_says_what_failed():
-    data = {"environment": {"torch": "2.11.0", "torch_cuda": "13.0", "cudnn": 91000, "numpy": "2.5.2",
-                            "onnxruntime": "1.30.0", "onnx": "1.23.1", "python": "3.12.3", "cpus": 16,
-                            "date": "2026-11-26", "label": "abc123", "device": "NVIDIA H100 80GB HBM3",
-                            "compute_capability": "9.0", "device_memory_gib": 79.2, "driver": "580.159.04"},
-            "config": {"dry_run": False, "command": "python -m rtmo_triton.harness.gpu_check"},
+    data = {"environment": ENVIRONMENT, "config": CONFIG,
             "sections": {}, "errors": {"served": "ServedError: the stub needs libpython3.12.so.1.0"},
             "seconds": {"served": 1.0}}
     md = markdown(data)
     assert "NVIDIA H100 80GB HBM3, sm 9.0" in md and "driver: 580.159.04" in md and "DRY RUN" not in md
     assert "## served: FAILED" in md and "libpython3.12.so.1.0" in md
+
+
+def test_markdown_gives_the_engines_gpu_memory_where_it_was_measured():
+    timing = {"images_per_s": 900.0, "batch_ms_mean": 8.9, "latency_ms_p50": 8.8, "latency_ms_p99": 9.5}
+    ceiling = {"precision": "fp16", "device": "cuda:0", "variants": {"s": {"8": {"cuda_graph": timing}}},
+               "peak_reserved_mib": {"s": 812, "l": 2050}}
+    data = {"environment": ENVIRONMENT, "config": CONFIG, "sections": {"ceiling": ceiling},
+            "errors": {}, "seconds": {"ceiling": 1.0}}
+    md = markdown(data)
+    assert "| s | 8 | cuda_graph | 900 | 8.90 | 8.80 / 9.50 |" in md
+    assert "per variant (weights, every batch above, their CUDA graphs in one pool): RTMO-s 812 MiB, " \
+           "RTMO-l 2050 MiB" in md
 
 
 def test_model_stats_from_triton_counters():

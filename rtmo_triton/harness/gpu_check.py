@@ -261,6 +261,9 @@ def _ceiling(ceiling: dict) -> list[str]:
                     lines.append(_row(variant, batch, mode, f"{t['images_per_s']:.0f}",
                                       f"{t['batch_ms_mean']:.2f}",
                                       f"{t['latency_ms_p50']:.2f} / {t['latency_ms_p99']:.2f}", paper))
+    if peaks := ceiling.get("peak_reserved_mib"):
+        lines += ["", "GPU memory PyTorch reserved at most per variant (weights, every batch above, their "
+                      "CUDA graphs in one pool): " + ", ".join(f"RTMO-{v} {m} MiB" for v, m in peaks.items())]
     return [*lines, ""]
 
 
@@ -353,6 +356,8 @@ def dcc_probe_section(args, device) -> dict:
 
 
 def ceiling_section(args, device) -> dict:
+    import torch
+
     from ..model import load_checkpoint, random_model
     from ..spec import DEFAULT_TOPK
     from .gpu_bench import engine_ceiling
@@ -362,14 +367,20 @@ def ceiling_section(args, device) -> dict:
     batches = (1, 2) if args.dry_run else (1, 8, 32)
     modes = ("eager", "cuda_graph") + (("compile",) if args.compile else ())
     precision = "fp32" if device.type == "cpu" else "fp16"
-    out = {"precision": precision, "device": str(device), "variants": {}}
+    out = {"precision": precision, "device": str(device), "variants": {}, "peak_reserved_mib": {}}
     for variant in variants:  # dry run: the fixture checkpoint loads faster than random weights settle
         model = load_checkpoint(CHECKPOINT_T)[0] if args.dry_run else random_model(variant)
         deploy = deploy_graph(model, DEFAULT_TOPK)
         sizes = {"warmup": 0, "iters": 1, "budget_s": 5} if args.dry_run else {"warmup": 10, "iters": 100,
                                                                                  "budget_s": 30}
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
         out["variants"][variant] = engine_ceiling(deploy, device, batches, precision=precision, modes=modes,
                                                   **sizes)
+        if device.type == "cuda":  # what one engine instance holds at most: sizes instances per GPU
+            out["peak_reserved_mib"][variant] = round(torch.cuda.max_memory_reserved(device) / 2**20)
+        del model, deploy
     return out
 
 

@@ -57,22 +57,32 @@ def prepare(deploy: DeployRTMO, device: torch.device, precision: str, *, fp32_ge
 
 class CudaGraphs:
     """One CUDA graph per batch size, captured on first use; replays write into static outputs,
-    which ``__call__`` copies out so the next replay cannot overwrite what a caller holds."""
+    which ``__call__`` copies out so the next replay cannot overwrite what a caller holds.
 
-    def __init__(self, module: torch.nn.Module, device: torch.device, warmup: int = 2) -> None:
-        self.module, self.device, self.warmup = module, device, warmup
+    All graphs share one memory pool: an instance replays one graph at a time and copies its outputs
+    out before the next, so their intermediates may overlap. Separate pools would keep activations
+    for every batch size at once (1 + 2 + ... + 8 images' worth at ``max_batch_size`` 8) per instance.
+    """
+
+    WARMUP_RUNS = 2
+
+    def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
+        self.module, self.device = module, device
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+        self.pool = None  # made at the first capture: a pool handle needs the CUDA context
 
     def _capture(self, x: torch.Tensor):
         static = torch.zeros_like(x)
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):  # warm-up off the capture: cuDNN picks its algorithms here
-            for _ in range(self.warmup):
+            for _ in range(self.WARMUP_RUNS):
                 self.module(static)
         torch.cuda.current_stream(self.device).wait_stream(side)
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self.pool):
             outputs = self.module(static)
         return graph, static, outputs
 
