@@ -8,10 +8,10 @@ What it adds to ``tritonserver --model-repository R``:
 - model control in explicit mode, every model loaded at start, used by the guard alone to reload a
   model whose stub died (``serve.guard``);
 - ``/ready`` and ``/live`` on ``--health-port`` for load balancers and Kubernetes probes;
-- SIGTERM turns ``/ready`` to 503 at once, waits until Triton holds no pending request (up to
-  ``--exit-timeout-secs``), then hands the signal on. Triton 2.51 itself stops its composing models
-  at once on SIGTERM: a gRPC request between two ensemble steps would fail with "Server is
-  stopping", so the draining has to happen before.
+- SIGTERM turns ``/ready`` to 503 at once, waits until Triton holds no pending request, then hands
+  the signal on; ``--exit-timeout-secs`` bounds the whole stop (Triton is killed past it). Triton
+  2.51 itself stops its composing models at once on SIGTERM: a gRPC request between two ensemble
+  steps would fail with "Server is stopping", so the draining has to happen before.
 
 Anything after ``--`` goes to tritonserver unchanged.
 """
@@ -34,6 +34,8 @@ from .tritonserver import ServerNotFound, command
 
 ADMIN_KEY_ENV = "RTMO_ADMIN_KEY"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002, "health": 8003}
+EXIT_SLACK_S = 2.0
+"""Seconds a stopping tritonserver may take past ``--exit-timeout-secs`` before it is killed."""
 
 
 def server_flags(args: argparse.Namespace, admin_key: str) -> list[str]:
@@ -69,6 +71,22 @@ def drain(metrics_url: str, limit_s: float, poll_s: float = 0.2) -> None:
         time.sleep(poll_s)
 
 
+def stop_server(process: subprocess.Popen, signum: int, *, metrics_url: str, limit_s: float) -> None:
+    """Drain, then hand ``signum`` on; the whole stop takes at most ``limit_s`` (plus a little), after
+    which Triton is killed. Its own exit timeout would come on top of the drain, and after a self-heal
+    Triton waits all of it for the replaced copy, which holds no request: the pod's grace period
+    would be overrun."""
+    deadline = time.monotonic() + limit_s
+    drain(metrics_url, limit_s)
+    process.send_signal(signum)
+    try:
+        process.wait(timeout=max(0.0, deadline - time.monotonic()) + EXIT_SLACK_S)
+    except subprocess.TimeoutExpired:
+        print(f"[rtmo-serve] tritonserver still running {limit_s:g} s after the stop began: killed",
+              flush=True)
+        process.kill()
+
+
 def health_server(guard: Guard, process: subprocess.Popen, host: str, port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -98,7 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, port in PORTS.items():
         p.add_argument(f"--{name}-port", type=int, default=port)
     p.add_argument("--exit-timeout-secs", type=int, default=30,
-                   help="on SIGTERM, how long in-flight requests may still finish")
+                   help="on SIGTERM, how long in-flight requests may still finish; the whole stop, drain "
+                        "included, takes no longer (then tritonserver is killed)")
     p.add_argument("--check-interval-s", type=float, default=1.0)
     p.add_argument("--stale-grace-s", type=float, default=STALE_GRACE_S,
                    help="after a reload, how long the replaced copy's stubs may live on")
@@ -118,18 +137,23 @@ def main(argv: list[str] | None = None) -> int:
     http_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     guard = Guard(f"{http_host}:{args.http_port}", process.pid, admin_key, interval_s=args.check_interval_s,
                   stale_grace_s=args.stale_grace_s)
-    health = health_server(guard, process, args.host, args.health_port)
+    try:
+        health = health_server(guard, process, args.host, args.health_port)
+    except OSError as exc:  # the port is taken: leave no tritonserver behind
+        process.terminate()
+        process.wait()
+        print(f"rtmo-serve: health port {args.host}:{args.health_port}: {exc}", file=sys.stderr)
+        return 1
     threading.Thread(target=health.serve_forever, daemon=True, name="health").start()
     threading.Thread(target=guard.run, daemon=True, name="guard").start()
 
     def stop(signum: int, frame: object) -> None:
-        guard.stop()
-        guard.health.problems = ["shutting down"]
+        guard.stop()  # /ready answers 503 from now on: the balancer stops sending new requests
         threading.Thread(target=stop_after_drain, args=(signum,), daemon=True, name="drain").start()
 
     def stop_after_drain(signum: int) -> None:
-        drain(f"http://{http_host}:{args.metrics_port}/metrics", args.exit_timeout_secs)
-        process.send_signal(signum)
+        stop_server(process, signum, metrics_url=f"http://{http_host}:{args.metrics_port}/metrics",
+                    limit_s=args.exit_timeout_secs)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -65,6 +65,9 @@ def stub_processes(server_pid: int, proc: Path = Path("/proc")) -> dict[int, str
     return stubs
 
 
+SHUTTING_DOWN = "shutting down"
+
+
 @dataclass
 class Health:
     """What ``/ready`` reports; ``problems`` is empty when ready."""
@@ -132,24 +135,30 @@ class Guard:
 
     def check(self) -> Health:
         """One look at the server; starts a reload for each model short of stubs."""
-        problems = []
         try:
             self._call("/v2/health/ready")
             if not self.expected:
                 self.expected = self._python_instances()
-        except (OSError, ValueError) as exc:
-            problems.append(f"tritonserver not ready: {exc}")
-        stubs = stub_processes(self.server_pid) if not problems else {}
+        except (OSError, ValueError) as exc:  # no stub is judged by a server that does not answer
+            return self._report([f"tritonserver not ready: {exc}"])
+        stubs = stub_processes(self.server_pid)
         with self._lock:
             self.stale = {pid: since for pid, since in self.stale.items() if pid in stubs}
             running = Counter(model for pid, model in stubs.items() if pid not in self.stale)
         self._stop_overdue(stubs)
+        problems = []
         for model, want in self.expected.items():
-            if running[model] < want:
+            if running[model] < want and not self._stop.is_set():
                 problems.append(f"{model}: {running[model]} of {want} stub processes running")
                 self._reload(model, [pid for pid, name in stubs.items() if name == model])
+        return self._report(problems)
+
+    def _report(self, problems: list[str]) -> Health:
         with self._lock:
-            problems += [f"{m}: reloading" for m in sorted(self.health.reloading)]
+            if self._stop.is_set():  # a look that began before ``stop`` must not report ready again
+                problems = [SHUTTING_DOWN]
+            else:
+                problems += [f"{m}: reloading" for m in sorted(self.health.reloading)]
             self.health = Health(problems, set(self.health.reloading), self.health.reloads, len(self.stale))
         return self.health
 
@@ -198,4 +207,8 @@ class Guard:
             self._stop.wait(self.interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        """No more looks or reloads; ``/ready`` says the server is shutting down from now on."""
+        with self._lock:
+            self._stop.set()
+            self.health = Health([SHUTTING_DOWN], set(self.health.reloading), self.health.reloads,
+                                 len(self.stale))
