@@ -135,13 +135,10 @@ def test_contract_violation_is_reported_per_request():
 def test_concurrency_bounds_requests_in_flight_and_keeps_order(protocol):
     client = FakeClient(protocol, delay=0.05)
     images = [b"p" * (i % 5) or b"\x00" for i in range(12)]
-    start = time.perf_counter()
     people = infer_images(client, images, protocol, batch_size=1, concurrency=3)
-    elapsed = time.perf_counter() - start
     assert client.most_in_flight == 3
     assert counts(people) == [img.count(b"p") for img in images]
-    assert elapsed < 12 * 0.05 * 0.6
-    assert all(40 < p.latency_ms < 500 for p in people)
+    assert all(p.latency_ms >= 50 for p in people), "a latency must include the request's own wait"
 
 
 def test_sequential_by_default():
