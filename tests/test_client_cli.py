@@ -121,6 +121,10 @@ def test_batch_size_is_capped_at_the_model_max(fake_server, folder, capsys):
         (["--batch-size", "0"], "must be >= 1"),
         (["--concurrency", "-2"], "must be >= 1"),
         (["--timeout", "0"], "must be > 0"),
+        (["--url", "localhost:notaport"], "not a server address: 'localhost:notaport'"),
+        (["--url", "http://"], "not a server address: ''"),
+        (["--url", "host:70000"], "port 1-65535"),
+        (["--json", "/nonexistent/all.json"], "--json /nonexistent/all.json: its folder does not exist"),
     ],
 )
 def test_argument_errors_exit_2(folder, capsys, args, message):

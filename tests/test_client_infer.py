@@ -224,6 +224,12 @@ def test_normalize_url(url, protocol, expected):
     assert normalize_url(url, protocol) == expected
 
 
+@pytest.mark.parametrize("url", ["host:", "http://", ":8000", "host:port", "host:0", "host:65536"])
+def test_a_malformed_address_is_refused_before_connecting(url):
+    with pytest.raises(ValueError, match="not a server address"):
+        normalize_url(url, "grpc")
+
+
 def test_unknown_protocol():
     with pytest.raises(ValueError, match="protocol"):
         normalize_url(None, "websocket")

@@ -28,3 +28,14 @@ def unit_float(text: str) -> float:
 
 def percent(text: str) -> int:
     return int(_within(int(text), 1, 100, "within [1, 100]"))
+
+
+def server_url(text: str) -> str:
+    """``--url``: checked here so a malformed address is a usage error, not a failed connection."""
+    from .transport import normalize_url
+
+    try:
+        normalize_url(text, "http")  # the protocol only picks a default port: either checks the form
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ import cv2
 
 from .. import spec
 from ..served.image_io import ImageError, decode_bgr
-from .arguments import positive_float, positive_int, unit_float
+from .arguments import positive_float, positive_int, server_url, unit_float
 from .files import IMAGE_EXTENSIONS, ImageFile, find_images
 from .infer import infer_images
 from .overlay import DEFAULT_KPT_THR, draw_overlay
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Folders are searched recursively for {', '.join(sorted(IMAGE_EXTENSIONS))}.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    parser.add_argument("--url", help="host[:port]; default 127.0.0.1 on port "
+    parser.add_argument("--url", type=server_url, help="host[:port]; default 127.0.0.1 on port "
                         + " / ".join(f"{p} ({n})" for n, p in DEFAULT_PORTS.items()))
     parser.add_argument("--protocol", choices=PROTOCOLS, default="http")
     parser.add_argument("--model", default=spec.ENSEMBLE_NAME, help="ensemble name (default %(default)s)")
@@ -73,6 +74,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     args = parser.parse_args(argv)
     if args.overlay and args.out_dir is None:
         parser.error("--overlay needs --out-dir")
+    if args.json not in (None, "-") and not Path(args.json).resolve().parent.is_dir():
+        parser.error(f"--json {args.json}: its folder does not exist")  # found now, not after the work
     try:
         files = find_images(args.paths)
     except FileNotFoundError as exc:
@@ -127,7 +130,7 @@ def _run(args: argparse.Namespace, files: list[ImageFile], client: Any, url: str
             record = people_record(people, str(file.path), size)
             if args.out_dir:
                 _write_outputs(args.out_dir, file, record, image, people, args.overlay, args.kpt_thr)
-            else:
+            elif args.json:
                 records.append(record)
     if args.json:
         _write_json(args.json, records)
@@ -177,5 +180,7 @@ def _write_json(destination: str, records: list[dict]) -> None:
     text = "[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n"  # one image per line
     if destination == "-":
         sys.stdout.write(text)
-    else:
-        Path(destination).write_text(text)
+        return
+    partial = Path(f"{destination}.partial")  # a run stopped while writing leaves no torn FILE
+    partial.write_text(text)
+    os.replace(partial, destination)

@@ -29,7 +29,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from .. import spec
-from .arguments import positive_int
+from .arguments import positive_float, positive_int, server_url
 from .cli import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE
 from .infer import infer_images
 from .people import People
@@ -250,13 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--images", type=Path, help="folder holding the annotation's file_name entries")
     source.add_argument("--score", type=Path, metavar="RESULTS", help="only score this COCO results file")
     p.add_argument("--out", type=Path, help="results file (default <ann stem>.rtmo-results.json)")
-    p.add_argument("--url", help="host[:port]; default 127.0.0.1 on port "
+    p.add_argument("--url", type=server_url, help="host[:port]; default 127.0.0.1 on port "
                    + " / ".join(f"{v} ({k})" for k, v in DEFAULT_PORTS.items()))
     p.add_argument("--protocol", choices=PROTOCOLS, default="http")
     p.add_argument("--model", default=spec.ENSEMBLE_NAME, help="ensemble name (default %(default)s)")
     p.add_argument("--concurrency", type=positive_int, default=4,
                    help="requests in flight (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request")
+    p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, help="seconds per request")
     return p
 
 

@@ -74,17 +74,21 @@ def client_module(protocol: str) -> ModuleType:
 
 
 def normalize_url(url: str | None, protocol: str) -> str:
-    """``host:port`` as tritonclient wants it: scheme stripped, protocol's default port added."""
+    """``host:port`` as tritonclient wants it: scheme stripped, protocol's default port added.
+    ``ValueError`` for an address without a host or with a port outside 1-65535 (tritonclient would
+    fail later, less clearly)."""
     client_module(protocol)  # validates protocol
     url = (url or "127.0.0.1").strip()
     for scheme in ("http://", "grpc://"):
         if url.startswith(scheme):
             url = url[len(scheme):]
     url = url.rstrip("/")
-    host, _, port = url.rpartition(":")
-    if not host or "]" in port:  # no port (an IPv6 literal's last colon is inside brackets)
-        return f"{url}:{DEFAULT_PORTS[protocol]}"
-    return url
+    host, colon, port = url.rpartition(":")
+    if not colon or "]" in port:  # no port (an IPv6 literal's last colon is inside brackets)
+        host, port = url, str(DEFAULT_PORTS[protocol])
+    if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not a server address: {url!r} (host[:port], port 1-65535)")
+    return f"{host}:{port}"
 
 
 def connect(url: str | None = None, protocol: str = "http", concurrency: int = 1,

@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import spec
 from ..people import People
-from .arguments import percent, positive_float, positive_int, unit_float
+from .arguments import percent, positive_float, positive_int, server_url, unit_float
 from .cli import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE
 from .overlay import DEFAULT_KPT_THR, draw_overlay
 from .people import parse_outputs
@@ -466,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("source", metavar="SOURCE",
                         help="video file, camera index (0), stream URL (rtsp://..., http://...) "
                              "or folder of images")
-    parser.add_argument("--url", help="host[:port]; default 127.0.0.1 on port "
+    parser.add_argument("--url", type=server_url, help="host[:port]; default 127.0.0.1 on port "
                         + " / ".join(f"{p} ({n})" for n, p in DEFAULT_PORTS.items()))
     parser.add_argument("--protocol", choices=PROTOCOLS, default="grpc")
     parser.add_argument("--model", default=spec.ENSEMBLE_NAME, help="ensemble name (default %(default)s)")
