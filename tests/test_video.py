@@ -513,3 +513,37 @@ def test_unreachable_server_fails_with_a_message(tmp_path):
     run = _run_tool(video, "--url", f"127.0.0.1:{free_port()}", timeout=60)
     assert run.returncode == 3
     assert "cannot reach Triton" in run.stderr
+
+
+@pytest.mark.parametrize(("error", "fatal"), [
+    (("in ensemble 'rtmo', Exceeds maximum queue size", "StatusCode.UNAVAILABLE"), False),  # gRPC busy
+    (("in ensemble 'rtmo', Exceeds maximum queue size", "503"), False),  # HTTP busy
+    (("not a decodable image", "400"), False),
+    (("failed to connect to all addresses", "StatusCode.UNAVAILABLE"), True),
+    (("Deadline Exceeded", "StatusCode.DEADLINE_EXCEEDED"), True),
+])
+def test_a_busy_server_fails_the_frame_alone_over_either_protocol(monkeypatch, error, fatal):
+    """Busy is not lost: only a server that cannot be reached ends the run (exit 3)."""
+    from tritonclient.utils import InferenceServerException
+
+    from rtmo_triton.client import video
+    from rtmo_triton.client.transport import Outcome
+
+    exc = InferenceServerException(error[0], status=error[1])
+    monkeypatch.setattr(video, "run_requests", lambda *a, **k: [Outcome(None, exc, 1.0)])
+    sender = video.FrameSender("127.0.0.1:1", "http")
+    try:
+        reply = sender(None, data=b"jpeg")
+    finally:
+        sender.close()
+    assert reply.fatal is fatal and not reply.people.ok and error[0] in reply.people.error
+
+
+def test_a_stream_of_any_length_keeps_a_bounded_latency_record():
+    from rtmo_triton.client.video import LATENCY_KEPT, LATENCY_WINDOW, Stats
+
+    stats = Stats()
+    stats.latencies_ms.extend(range(LATENCY_KEPT + 1000))  # one per frame, as replies come back
+    assert len(stats.latencies_ms) == LATENCY_KEPT
+    assert stats.percentiles()[0] == 1000 + (LATENCY_KEPT - 1) / 2  # the summary: the latest frames
+    assert stats.percentiles(LATENCY_WINDOW)[0] == LATENCY_KEPT + 1000 - (LATENCY_WINDOW + 1) / 2

@@ -34,7 +34,9 @@ BACKOFF_S, BACKOFF_CAP_S = 0.1, 2.0
 """Retry n waits up to BACKOFF_S * 2**n seconds (full jitter), never more than the cap."""
 _RETRYABLE_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED",
                                  "429", "502", "503", "504"})
-_RETRYABLE_MESSAGES = ("Exceeds maximum queue size", "is not healthy", "Connection refused",
+QUEUE_FULL = "Exceeds maximum queue size"
+"""What Triton answers when a model's queue policy refuses a request: the server is busy, not gone."""
+_RETRYABLE_MESSAGES = (QUEUE_FULL, "is not healthy", "Connection refused",
                        "Connection reset", "ConnectionClosed", "Broken pipe")
 """Busy (Triton's queue policy refused the request), a Python stub that died and is being replaced,
 a replica restarting or dying behind a balancer: all pass, and inference is a pure function of the
@@ -170,6 +172,12 @@ def make_request(protocol: str, images: Sequence[bytes]) -> tuple[list, list]:
     tensor = module.InferInput(spec.ENSEMBLE_INPUT, list(data.shape), "BYTES")
     tensor.set_data_from_numpy(data)
     return [tensor], [module.InferRequestedOutput(n) for n in spec.ENSEMBLE_OUTPUTS]
+
+
+def is_busy(exc: BaseException) -> bool:
+    """True when the server refused the request because a queue was full (gRPC says UNAVAILABLE, as it
+    does for a server that is gone; HTTP says 503)."""
+    return QUEUE_FULL in describe_error(exc)
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from .transport import (
     check_ready,
     connect,
     describe_error,
+    is_busy,
     is_request_error,
     model_config,
     normalize_url,
@@ -59,7 +61,10 @@ DEFAULT_IN_FLIGHT = 4
 DEFAULT_JPEG_QUALITY = 90
 DEFAULT_SOURCE_TIMEOUT_S = 30.0
 LATENCY_WINDOW = 500
-"""The live line's percentiles cover the latest this many frames; the summary covers all."""
+"""The live line's percentiles cover the latest this many frames."""
+LATENCY_KEPT = 100_000
+"""The summary's percentiles cover the latest this many frames (about an hour at 30 frames/s): a
+camera stream may run for weeks, and its latencies must not grow without bound."""
 REPLY_GRACE_S = 10.0
 """Beyond the request timeout, how long to wait for a worker before declaring the server lost."""
 
@@ -188,8 +193,9 @@ class FrameSender:
             return Reply(People.failure(describe_error(exc)), fatal=True)
         latency_ms = (time.perf_counter() - start) * 1e3
         if outcome.error is not None:
+            answered = is_request_error(outcome.error) or is_busy(outcome.error)  # this frame fails alone
             return Reply(People.failure(describe_error(outcome.error), latency_ms=latency_ms),
-                         fatal=not is_request_error(outcome.error))
+                         fatal=not answered)
         try:
             [people] = parse_outputs(outcome.outputs, latency_ms)
         except ValueError as exc:
@@ -233,11 +239,9 @@ class Stats:
     last_error: str | None = None
     skipped: int = 0
     """Frames not sent because of ``--every``."""
-    dropped: int = 0
-    """Frames a live source dropped because the pipeline was behind."""
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_KEPT))
 
     @property
     def elapsed_s(self) -> float:
@@ -249,7 +253,7 @@ class Stats:
 
     def percentiles(self, window: int | None = None) -> tuple[float, float]:
         """Latency p50 and p95 in ms (NaN before the first reply)."""
-        lat = self.latencies_ms[-window:] if window else self.latencies_ms
+        lat = list(self.latencies_ms)[-window:] if window else self.latencies_ms
         if not lat:
             return float("nan"), float("nan")
         p50, p95 = np.percentile(lat, [50, 95])
@@ -533,7 +537,7 @@ def run(args: argparse.Namespace, log: TextIO = sys.stderr, guard: InterruptGuar
     except SourceError as exc:
         print(f"error: {exc}", file=log)
         return EXIT_SOURCE
-    outputs = video = None
+    outputs = video = sender = None
     try:
         try:
             video = VideoOut(args.out, fps=src.fps, size=(src.width, src.height)) if args.out else None
@@ -560,6 +564,8 @@ def run(args: argparse.Namespace, log: TextIO = sys.stderr, guard: InterruptGuar
                                         progress=Progress(log, enabled=not args.quiet), guard=guard)
     finally:
         source.close()
+        if sender is not None:
+            sender.close()
         if outputs is not None:
             with (guard or InterruptGuard()).held():  # an MP4 cut off inside release() has no index
                 outputs.close()

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import spec
 from ..client import connect
-from ..client.transport import backoff_s, run_requests
+from ..client.transport import backoff_s, is_busy, run_requests
 from . import SAMPLE_IMAGE
 from .server import TritonServer, exit_on_sigterm
 
@@ -51,7 +51,7 @@ def closed_loop(url: str, image: bytes, clients: int, seconds: float) -> list:
 
 def summarise(outcomes: list, clients: int, multiple: float, seconds: float) -> dict:
     ok = [o.latency_ms for o in outcomes if o.error is None]
-    busy = [o for o in outcomes if o.error is not None and "Exceeds maximum queue size" in str(o.error)]
+    busy = [o for o in outcomes if o.error is not None and is_busy(o.error)]
     other = [o for o in outcomes if o.error is not None and o not in busy]
     if other:
         raise RuntimeError(f"{len(other)} requests failed for another reason than busy: {other[0].error}")
