@@ -228,3 +228,17 @@ def test_served_model_must_predict_the_annotations_keypoints(server, tmp_path, c
                  "--out", str(tmp_path / "r.json")])
     assert code == EXIT_USAGE
     assert "predicts 17 coco keypoints, the annotation file has 14 (crowdpose)" in capsys.readouterr().err
+
+
+def test_progress_resumes_and_refuses_a_file_it_did_not_make(tmp_path):
+    path, header = tmp_path / "r.json.partial", {"annotation": "a.json", "model": "rtmo", "parameters": {}}
+    Progress(path, header).add(7, [])
+    with path.open("a") as f:
+        f.write('{"image_id": 8')  # the torn last line of a killed run
+    assert Progress(path, header).done == {7: []}
+    assert [p.name for p in tmp_path.iterdir()] == [path.name], "the rewrite leaves nothing beside it"
+    with pytest.raises(EvalError, match="another annotation file or served model"):
+        Progress(path, {**header, "model": "other"})
+    path.write_text('{"annotation": "a.js')  # a header torn by a kill during the rewrite of an older run
+    with pytest.raises(EvalError, match="or is not ours; delete it to start over"):
+        Progress(path, header)

@@ -117,8 +117,8 @@ def _run(args: argparse.Namespace, files: list[ImageFile], client: Any, url: str
     for k in range(0, len(files), chunk):
         group = files[k:k + chunk]
         data, read_errors = _read_all(group)
-        results = infer_images(client, data, args.protocol, args.model, batch, args.concurrency,
-                               args.timeout)
+        results = infer_images(client, data, args.protocol, model_name=args.model, batch_size=batch,
+                               concurrency=args.concurrency, timeout_s=args.timeout)
         for file, image_bytes, read_error, people in zip(group, data, read_errors, results, strict=True):
             if read_error:
                 people = People.failure(read_error)

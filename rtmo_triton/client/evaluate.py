@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -174,9 +175,13 @@ class Progress:
     def __init__(self, path: Path, header: dict[str, Any]):
         self.path, self.done = path, {}
         lines = path.read_text().splitlines() if path.is_file() else []
-        if lines and json.loads(lines[0]) != header:
-            raise EvalError(f"{path} was made with another annotation file or served model; "
-                            "delete it to start over")
+        try:
+            made_for = json.loads(lines[0]) if lines else header
+        except json.JSONDecodeError:
+            made_for = None
+        if made_for != header:
+            raise EvalError(f"{path} was made with another annotation file or served model, or is not "
+                            "ours; delete it to start over")
         for line in lines[1:]:
             try:
                 record = json.loads(line)
@@ -184,8 +189,10 @@ class Progress:
                 break
             self.done[record["image_id"]] = record["results"]
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r) + "\n" for r in (header, *(
+        rewrite = path.with_name(path.name + ".tmp")  # a run killed while rewriting loses nothing done
+        rewrite.write_text("".join(json.dumps(r) + "\n" for r in (header, *(
             {"image_id": k, "results": v} for k, v in self.done.items()))))
+        os.replace(rewrite, path)
 
     def add(self, image_id: int, results: list[dict]) -> None:
         self.done[image_id] = results
@@ -214,20 +221,26 @@ def run(annotation: Annotation, images_dir: Path, out: Path, *, client: Any, pro
     errors: list[str] = []
     start, people_total, tty = time.perf_counter(), 0, log.isatty()
     for k in range(0, len(todo), chunk):
-        group = todo[k:k + chunk]
-        data = [(images_dir / i["file_name"]).read_bytes() for i in group]
-        people = infer_images(client, data, protocol, model, batch,
-                              concurrency, timeout_s)
+        group, data = [], []
+        for image in todo[k:k + chunk]:
+            try:
+                data.append((images_dir / image["file_name"]).read_bytes())
+                group.append(image)
+            except OSError as exc:  # unreadable (permissions): this image fails, the others go on
+                errors.append(f"{image['file_name']}: cannot read: {exc.strerror or exc}")
+        people = infer_images(client, data, protocol, model_name=model, batch_size=batch,
+                              concurrency=concurrency, timeout_s=timeout_s)
         for image, p in zip(group, people, strict=True):
             if p.ok:
                 progress.add(image["id"], coco_results(p, image["id"], annotation.category_id))
                 people_total += p.num_people
             else:
                 errors.append(f"{image['file_name']}: {p.error}")
-        sent, rate = k + len(group), (k + len(group)) / (time.perf_counter() - start)
+        sent = min(k + chunk, len(todo))
+        rate = sent / (time.perf_counter() - start)
         print(f"[{sent}/{len(todo)}] {people_total} people, {len(errors)} failed, {rate:.1f} img/s, "
               f"ETA {(len(todo) - sent) / rate:.0f} s  ", file=log, flush=True, end="\r" if tty else "\n")
-        if not any(p.ok for p in people):
+        if people and not any(p.ok for p in people):
             errors.append(f"stopped: every image of the last {len(group)} failed")
             break
     if tty and todo:

@@ -21,7 +21,7 @@ from .transport import (
 )
 
 
-def infer_images(client: Any, images: Sequence[bytes], protocol: str,
+def infer_images(client: Any, images: Sequence[bytes], protocol: str, *,
                  model_name: str = spec.ENSEMBLE_NAME, batch_size: int | None = None,
                  concurrency: int = 1, timeout_s: float | None = None) -> list[People]:
     """People for every encoded image, in input order; failed images carry ``error``.
@@ -50,13 +50,14 @@ def infer_images(client: Any, images: Sequence[bytes], protocol: str,
     return results  # type: ignore[return-value]  # every slot is filled by now
 
 
-def infer(url: str | None, protocol: str, images: Sequence[bytes], model_name: str = spec.ENSEMBLE_NAME,
+def infer(url: str | None, protocol: str, images: Sequence[bytes], *, model_name: str = spec.ENSEMBLE_NAME,
           concurrency: int = 1, wait_s: float = 0.0, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[People]:
     """Connect, wait up to ``wait_s`` for the model, infer, disconnect: one call for tests and scripts."""
     client = connect(url, protocol, concurrency=concurrency, timeout_s=timeout_s)
     try:
-        check_ready(client, protocol, model_name, wait_s=wait_s)
-        return infer_images(client, images, protocol, model_name, None, concurrency, timeout_s)
+        batch_size = check_ready(client, protocol, model_name, wait_s=wait_s).max_batch_size
+        return infer_images(client, images, protocol, model_name=model_name, batch_size=batch_size,
+                            concurrency=concurrency, timeout_s=timeout_s)
     finally:
         client.close()
 
