@@ -8,7 +8,7 @@
 # Idempotent: what is installed already is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LOCUST_VERSION=2.47.0
+LOCUST_VERSION=$(sed -n "s/^LOCUST_VERSION=//p" perf/install_tools.sh)  # the perf tools pin it
 PYTHON=${PYTHON:-python3}
 
 apt_install() {  # apt_install <package>...

@@ -116,7 +116,7 @@ def summary(rows: list[dict], title: str, tuned: dict | None = None, tuned_path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model-repository", type=Path, default=ROOT / "model_repository")
+    p.add_argument("--model-repository", type=Path, default=ROOT / spec.DEFAULT_REPOSITORY)
     p.add_argument("--search", choices=tuple(SEARCHES), default="composing")
     p.add_argument("--summarize-only", action="store_true", help="re-read the last run's exported results")
     args = p.parse_args(argv)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rtmo_triton import spec
 from rtmo_triton.harness.server import TritonServer, exit_on_sigterm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +19,7 @@ LOCUST = ROOT / ".tools" / "bin" / "locust"
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model-repository", type=Path, default=ROOT / "model_repository")
+    p.add_argument("--model-repository", type=Path, default=ROOT / spec.DEFAULT_REPOSITORY)
     p.add_argument("--users", type=int, default=4)
     p.add_argument("--spawn-rate", type=float, default=2)
     p.add_argument("--duration", default="60s")

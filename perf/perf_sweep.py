@@ -86,7 +86,7 @@ def run_facts(repo: Path) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model-repository", type=Path, default=ROOT / "model_repository")
+    p.add_argument("--model-repository", type=Path, default=ROOT / spec.DEFAULT_REPOSITORY)
     p.add_argument("--concurrency", default="1,2,3,4", help="comma-separated concurrency levels")
     p.add_argument("--window-requests", type=int, default=24,
                    help="requests per measurement window for the ensemble and the engine (4x for the rest)")

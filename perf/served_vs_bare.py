@@ -112,7 +112,7 @@ def served_images(server: TritonServer) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model-repository", type=Path, default=ROOT / "model_repository")
+    p.add_argument("--model-repository", type=Path, default=ROOT / spec.DEFAULT_REPOSITORY)
     p.add_argument("--concurrency", default="2,4")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=15.0, help="bare loop length per measurement")

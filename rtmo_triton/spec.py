@@ -158,6 +158,11 @@ def engine_output_shapes(topk: int, num_keypoints: int) -> dict[str, tuple[int, 
     shapes = ((k,), (k, 4), (k, j), (k, j, NUM_BINS[0]), (k, j, NUM_BINS[1]))
     return dict(zip(ENGINE_OUTPUTS, shapes, strict=True))
 
+DEFAULT_REPOSITORY = "model_repository"
+"""Where ``make build-engines`` writes the served repository, relative to the checkout."""
+PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002, "health": 8003}
+"""Triton's own defaults, and rtmo-serve's guard (``/ready``, ``/live``) next to them."""
+
 ENSEMBLE_NAME = "rtmo"
 PREPROCESS_NAME = "rtmo_preprocess"
 ENGINE_NAME = "rtmo_engine"

@@ -308,7 +308,7 @@ over the first row: {metric['value'] / 1e3:.1f} ms queued per request against a 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--model-repository", type=Path, default=ROOT / spec.DEFAULT_REPOSITORY)
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--users", type=int, help="locust users, half HTTP, half gRPC (2 per replica)")
     parser.add_argument("--baseline-users", type=int, default=2,

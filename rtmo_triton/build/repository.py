@@ -18,7 +18,7 @@ from .. import spec
 from .configs import FLAVOUR_FILES, RepositorySpec, load_scheduling, write_configs
 from .packages import TORCH_ENGINE, PackagingError, default_pythons, install_python_model
 
-DEFAULT_REPOSITORY = Path("model_repository")
+DEFAULT_REPOSITORY = Path(spec.DEFAULT_REPOSITORY)
 DEFAULT_WORKSPACE = Path("build")
 """Packed packages, logs and caches of the build; reused by later builds."""
 

@@ -22,7 +22,7 @@ import numpy as np
 from .. import spec
 
 PROTOCOLS = ("http", "grpc")
-DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
+DEFAULT_PORTS = {name: spec.PORTS[name] for name in ("http", "grpc")}
 DEFAULT_TIMEOUT_S = 60.0
 
 # gRPC statuses that say the server, not this request, is the problem

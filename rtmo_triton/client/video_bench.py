@@ -239,7 +239,7 @@ def report(rows: list[dict], protocol: str, frames: int, quality: int) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rtmo_triton.client.video_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"),
+    parser.add_argument("--model-repository", type=Path, default=Path(spec.DEFAULT_REPOSITORY),
                         help="served on free loopback ports unless --url is given (default %(default)s)")
     parser.add_argument("--url", help="use this running server instead (no server CPU figures)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="grpc")

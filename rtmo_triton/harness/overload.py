@@ -64,7 +64,7 @@ def summarise(outcomes: list, clients: int, multiple: float, seconds: float) -> 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rtmo_triton.harness.overload",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--model-repository", type=Path, default=Path(spec.DEFAULT_REPOSITORY))
     p.add_argument("--image", type=Path, default=SAMPLE_IMAGE)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--out", type=Path, default=Path("reports/overload"))

@@ -48,9 +48,12 @@ def rss_mib(pid: int) -> float:
     return total / 2**20
 
 
+FIELDS = ("minute", "requests", "failed", "p50_ms", "p99_ms", "rss_mib")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rtmo_triton.harness.soak", description=__doc__.split("\n")[0])
-    p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--model-repository", type=Path, default=Path(spec.DEFAULT_REPOSITORY))
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--every-s", type=float, default=30.0)
@@ -75,26 +78,30 @@ def main(argv: list[str] | None = None) -> int:
         for t in threads:
             t.start()
         rows, start = [], time.monotonic()
-        try:
-            while time.monotonic() - start < args.minutes * 60:
-                time.sleep(args.every_s)
-                with lock:
-                    done, window[:] = list(window), []
-                ok = [o.latency_ms for o in done if o.error is None]
-                rows.append({"minute": round((time.monotonic() - start) / 60, 2), "requests": len(done),
-                             "failed": len(done) - len(ok),
-                             "p50_ms": round(float(np.percentile(ok, 50)), 1) if ok else "",
-                             "p99_ms": round(float(np.percentile(ok, 99)), 1) if ok else "",
-                             "rss_mib": round(rss_mib(server.process.pid), 1)})
-                print("  ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)
-        finally:
-            stop.set()
-            for t in threads:
-                t.join()
-    with open(args.out / "soak.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+        with open(args.out / "soak.csv", "w", newline="") as f:  # row by row: a stopped soak keeps its rows
+            writer = csv.DictWriter(f, FIELDS)
+            writer.writeheader()
+            try:
+                while time.monotonic() - start < args.minutes * 60:
+                    time.sleep(args.every_s)
+                    with lock:
+                        done, window[:] = list(window), []
+                    ok = [o.latency_ms for o in done if o.error is None]
+                    rows.append({"minute": round((time.monotonic() - start) / 60, 2), "requests": len(done),
+                                 "failed": len(done) - len(ok),
+                                 "p50_ms": round(float(np.percentile(ok, 50)), 1) if ok else "",
+                                 "p99_ms": round(float(np.percentile(ok, 99)), 1) if ok else "",
+                                 "rss_mib": round(rss_mib(server.process.pid), 1)})
+                    writer.writerow(rows[-1])
+                    f.flush()
+                    print("  ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join()
+    if not rows:
+        print(f"soak: no row ({args.minutes:g} min is shorter than one --every-s {args.every_s:g} s)")
+        return 1
     failed = sum(r["failed"] for r in rows)
     settled = [r["rss_mib"] for r in rows if r["minute"] >= WARM_UP_MIN] or [rows[-1]["rss_mib"]]
     growth = 100 * (settled[-1] - settled[0]) / settled[0]

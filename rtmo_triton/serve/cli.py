@@ -29,11 +29,11 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from .. import spec
 from .guard import ADMIN_HEADER, RESTRICTED_APIS, STALE_GRACE_S, Guard
 from .tritonserver import ServerNotFound, command
 
 ADMIN_KEY_ENV = "RTMO_ADMIN_KEY"
-PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002, "health": 8003}
 EXIT_SLACK_S = 2.0
 """Seconds a stopping tritonserver may take past ``--exit-timeout-secs`` before it is killed."""
 
@@ -113,7 +113,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="rtmo-serve", description=__doc__.split("\n")[0])
     p.add_argument("--model-repository", required=True, help="local folder, s3://, gs:// or as://")
     p.add_argument("--host", default="127.0.0.1", help="address every port binds to (0.0.0.0 in a container)")
-    for name, port in PORTS.items():
+    for name, port in spec.PORTS.items():
         p.add_argument(f"--{name}-port", type=int, default=port)
     p.add_argument("--exit-timeout-secs", type=int, default=30,
                    help="on SIGTERM, how long in-flight requests may still finish; the whole stop, drain "
