@@ -12,7 +12,7 @@ import numpy as np
 from .spec import NUM_KEYPOINTS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays have no truth value: compare fields yourself
 class People:
     """People of one image, best first, in original-image pixels. A failed image has none and an ``error``."""
 
@@ -49,7 +49,6 @@ class People:
                    z((0, num_keypoints), np.float32), **extra)
 
     @classmethod
-    def failure(cls, error: str, num_keypoints: int = NUM_KEYPOINTS, latency_ms: float = 0.0,
-                batch: int = 1) -> People:
-        """An image the server could not (or was never asked to) process."""
-        return cls.empty(num_keypoints, error=error, latency_ms=latency_ms, batch=batch)
+    def failure(cls, error: str, *, latency_ms: float = 0.0, batch: int = 1) -> People:
+        """An image the server could not (or was never asked to) process: no people."""
+        return cls.empty(error=error, latency_ms=latency_ms, batch=batch)

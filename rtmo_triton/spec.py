@@ -189,6 +189,9 @@ class Param:
     KEYPOINT_NAMES = "keypoint_names"
 
 
+YES, NO = "yes", "no"
+"""A yes/no parameter's two values (Triton's parameters are strings)."""
+
 AFFINE = "affine"
 AFFINE_FIELDS = ("scale", "offset_x", "offset_y", "orig_w", "orig_h", "input_size")
 """Preprocess → decode, FP32 [len(AFFINE_FIELDS)]: p_input = p_image * scale + offset."""

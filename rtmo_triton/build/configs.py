@@ -181,7 +181,7 @@ def engine_config(s: RepositorySpec) -> mc.ModelConfig:
         config = _composing(s, spec.ENGINE_NAME, kind=kind)
         _params(config, {P.ENGINE_FILE: FLAVOUR_FILES["torch"], P.INTRA_OP_THREADS: s.intra_op_threads(),
                          P.PRECISION: s.engine_precision if gpu else "fp32",
-                         P.CUDA_GRAPHS: "yes" if gpu else "no"})
+                         P.CUDA_GRAPHS: spec.YES if gpu else spec.NO})
     else:
         config = _composing(s, spec.ENGINE_NAME)
         _params(config, {P.ENGINE_FILE: FLAVOUR_FILES["onnx"], P.INTRA_OP_THREADS: s.intra_op_threads()})

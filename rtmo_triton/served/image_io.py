@@ -75,12 +75,6 @@ def read_header(data: bytes) -> Header:
     return Header(fmt, w, h, plain)
 
 
-def image_size(data: bytes) -> tuple[int, int]:
-    """Declared (width, height)."""
-    header = read_header(data)
-    return header.width, header.height
-
-
 def decode_bgr(data: bytes, max_pixels: int) -> np.ndarray:
     """HxWx3 BGR uint8, as the reference decodes it; ``ImageError`` names what is wrong."""
     header = read_header(data)

@@ -60,11 +60,11 @@ def letterbox_matrix(orig_w: int, orig_h: int, size: int) -> tuple[np.ndarray, L
     """Affine matrix of the centred letterbox, computed as the reference does.
 
     The reference builds it with ``cv2.getAffineTransform`` from three float32
-    point pairs: the centre, the point half a source width to its left, and
-    that point moved half a width down. Solving from the same float32 points
-    gives the same double matrix to the last bit, which ``warpAffine``'s
-    fixed-point sampling needs (a closed-form matrix can differ in the last
-    bit and move pixels).
+    point pairs: the centre, the point half the padded square's side (in
+    source pixels) to its left, and that point moved as far down. Solving
+    from the same float32 points gives the same double matrix to the last
+    bit, which ``warpAffine``'s fixed-point sampling needs (a closed-form
+    matrix can differ in the last bit and move pixels).
     """
     fit_w = min(size, size * orig_w / orig_h)
     half_src = orig_w * size / fit_w * 0.5

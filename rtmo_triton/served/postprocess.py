@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from ..people import People
-from ..spec import BBOX_PADDING, ENGINE_OUTPUTS, NUM_BINS, SOFTMAX_CLAMP, SOFTMAX_EPS
+from ..spec import AFFINE_FIELDS, BBOX_PADDING, ENGINE_OUTPUTS, NUM_BINS, SOFTMAX_CLAMP, SOFTMAX_EPS
 
 _UNIT_BINS = tuple(np.linspace(-0.5, 0.5, n, dtype=np.float32) for n in NUM_BINS)
 
@@ -80,10 +80,11 @@ def decode_people(
     ky = softmax_integral(y_logits[keep], _UNIT_BINS[1], centre[:, 1], size[:, 1])
     keypoints = np.stack((kx, ky), axis=-1)
 
-    scale, off_x, off_y, _, _, canvas = (float(v) for v in affine)
+    lb = dict(zip(AFFINE_FIELDS, affine.tolist(), strict=True))
+    scale = lb["scale"]
     # boxes are clamped to the model canvas (as the reference does), keypoints are not
-    clamped = np.clip(kept_boxes, 0.0, canvas)
-    offset = np.array([off_x, off_y], np.float32)
+    clamped = np.clip(kept_boxes, 0.0, lb["input_size"])
+    offset = np.array([lb["offset_x"], lb["offset_y"]], np.float32)
     return People(
         boxes=((clamped.reshape(-1, 2, 2) - offset) / scale).reshape(-1, 4).astype(np.float32),
         scores=scores[keep].astype(np.float32),

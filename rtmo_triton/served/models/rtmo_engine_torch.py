@@ -5,7 +5,7 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from ...spec import Param
+from ...spec import YES, Param
 from ..engine_model import EngineModel, intra_op_threads
 from ..params import read_parameters
 from ..tensor_exchange import check_tensor_exchange
@@ -31,7 +31,7 @@ class TritonPythonModel(EngineModel):
         path = Path(args["model_repository"]) / args["model_version"] / params[Param.ENGINE_FILE]
         self.engine = TorchEngine(path, device, params[Param.PRECISION],
                                   threads=intra_op_threads(args, params),
-                                  cuda_graphs=params[Param.CUDA_GRAPHS] == "yes")
+                                  cuda_graphs=params[Param.CUDA_GRAPHS] == YES)
         pb_utils.Logger.log_info(f"{args['model_name']}: {self.engine.describe()}")
         if gpu:  # no request pays for cuDNN's algorithm search or a graph capture
             max_batch = json.loads(args["model_config"])["max_batch_size"]
