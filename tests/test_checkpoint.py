@@ -111,3 +111,12 @@ def test_unknown_width(tmp_path):
     state["backbone.stem.conv.conv.weight"] = torch.zeros(40, 12, 3, 3)
     with pytest.raises(CheckpointError, match="matches no RTMO variant"):
         load_checkpoint(save(tmp_path / "w.pth", state))
+
+
+def test_random_weights_depend_on_the_seed_alone():
+    """A build without a checkpoint must serve the same model every time (and keep its TensorRT plan)."""
+    first = random_model("t", seed=0).state_dict()
+    torch.rand(7)  # whatever else used PyTorch's global generator in between
+    again, other = random_model("t", seed=0).state_dict(), random_model("t", seed=1).state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)

@@ -138,7 +138,9 @@ def random_model(variant: str, seed: int = 0, num_keypoints: int | None = None) 
     """
     gen = torch.Generator().manual_seed(seed)
     kwargs = {} if num_keypoints is None else {"num_keypoints": num_keypoints}
-    model = build_rtmo(variant, **kwargs)
+    with torch.random.fork_rng(devices=[]):  # biases keep PyTorch's default init: seed it, leave no trace
+        torch.manual_seed(seed)
+        model = build_rtmo(variant, **kwargs)
     with torch.no_grad():
         for name, t in model.state_dict().items():
             if t.is_floating_point() and t.dim() > 1 and not name.endswith("bins"):
