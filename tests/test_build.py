@@ -131,7 +131,8 @@ def test_tensorrt_flavour_reads_a_gpu_tuning_and_sizes_the_plan_for_it(tmp_path,
     repo = tmp_path / "repo"
     assert build.main(["--model-repository", str(repo), "--engine", "trt", "--max-batch", "8",
                        "--precision", "fp32", "--topk", "20", "--tuned", str(gpu_tuned)]) == 0
-    assert asked == {"onnx": repo / spec.ENGINE_NAME / "model.onnx", "precision": "fp32", "max_batch": 32}
+    staged = build.staging_for(repo) / spec.ENGINE_NAME / "model.onnx"  # built there, then moved in
+    assert asked == {"onnx": staged, "precision": "fp32", "max_batch": 32}
     engine = config(repo, spec.ENGINE_NAME)
     assert engine.platform == "tensorrt_plan" and engine.max_batch_size == 32
     assert engine.instance_group[0].count == 1
@@ -139,7 +140,61 @@ def test_tensorrt_flavour_reads_a_gpu_tuning_and_sizes_the_plan_for_it(tmp_path,
     assert "intra_op_threads" not in params(engine), "CPU tuning must not leak into the plan's config"
     assert config(repo, spec.ENSEMBLE_NAME).max_batch_size == 8
     assert not (repo / spec.ENGINE_NAME / "1" / "model.onnx").exists()
-    assert configs.engine_onnx(repo) == asked["onnx"], "the perf tools must find the plan's source graph"
+    assert configs.engine_onnx(repo) == repo / spec.ENGINE_NAME / "model.onnx", \
+        "the perf tools must find the plan's source graph"
+    assert configs.engine_onnx(repo).is_file() and not build.staging_for(repo).exists()
+
+
+def test_a_failed_rebuild_leaves_the_repository_as_it_was_and_a_good_one_no_other_flavour(
+        tmp_path, monkeypatch, capsys):
+    from rtmo_triton.build.packages import PackagingError
+
+    repo = tmp_path / "repo"
+    args = ["--model-repository", str(repo), "--pythons", "none", "--topk", "20"]
+    assert build.main([*args, "--engine", "onnx"]) == 0
+
+    def files():
+        return {str(p.relative_to(repo)): p.read_bytes() for p in sorted(repo.rglob("*")) if p.is_file()}
+
+    before = files()
+
+    def fail(repo, name, **kwargs):
+        raise PackagingError(f"pip could not pack {name} (as when a wheel is missing)")
+
+    with monkeypatch.context() as m:
+        m.setattr(build, "install_python_model", fail)
+        assert build.main([*args, "--engine", "torch"]) == 2
+    assert "pip could not pack" in capsys.readouterr().err
+    assert files() == before, "a failed build must not touch the repository"
+    assert not build.staging_for(repo).exists()
+
+    assert build.main([*args, "--engine", "torch"]) == 0
+    engine = repo / spec.ENGINE_NAME / "1"
+    assert (engine / "model.pt").is_file() and not (engine / "model.onnx").exists()
+    assert params(config(repo, spec.ENGINE_NAME))["engine_file"] == "model.pt"
+    assert sorted(p.name for p in repo.iterdir()) == sorted(
+        [spec.ENSEMBLE_NAME, spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME])
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--max-batch", "0"], "--max-batch must be ≥ 1"),
+    (["--score-thr", "1.5"], "--score-thr must be in [0, 1)"),
+    (["--max-queue", "-1"], "--max-queue must be ≥ 0"),
+    (["--pythons", "3."], "--pythons takes versions like 3.10"),
+])
+def test_bad_settings_stop_the_build_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build.parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ['{"rtmo_engine": {"instance": 2}}', '[1, 2]', '{"rtmo_engine": null}'])
+def test_a_bad_tuned_file_stops_the_build_before_any_work(tmp_path, capsys, text):
+    tuned = tmp_path / "tuned.json"
+    tuned.write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        build.parse_args(["--tuned", str(tuned)])
+    assert exit_info.value.code == 2 and f"--tuned {tuned}: not a tuned file" in capsys.readouterr().err
 
 
 def test_foreign_checkpoint_is_refused_cleanly(tmp_path, capsys):

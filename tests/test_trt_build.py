@@ -384,7 +384,7 @@ def test_without_tensorrt_the_error_says_where_to_build(monkeypatch, onnx_file):
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     code = ("import sys; sys.modules['tensorrt'] = None; "
             "from rtmo_triton.build.trt.__main__ import main; sys.exit(main())")
-    env = {**os.environ, "PATH": "/nonexistent"}  # no nvidia-smi either
+    env = {**os.environ, "PATH": "/nonexistent", "CUDA_VISIBLE_DEVICES": ""}  # no nvidia-smi nor libcuda GPU
     env.pop("TRT_VERSION", None)
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
                           timeout=120)

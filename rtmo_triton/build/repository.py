@@ -4,19 +4,30 @@ Steps: pick the engine flavour, load the checkpoint (or deterministic random
 RTMO-s weights, announced loudly), export the ONNX deploy graph, build the
 TensorRT plan when the flavour is ``trt``, install the Python models with the
 code and packages they bring (``packages``) and render every config from one
-``RepositorySpec``. The result depends on nothing of this machine: copy it
-anywhere Triton reads a repository from.
+``RepositorySpec``. All of it is written into a staging folder beside the
+repository, whose model folders it replaces only when everything succeeded.
+Nothing in the result names this machine: copy it anywhere Triton reads a
+repository from (a TensorRT plan still needs the GPU model and TensorRT that
+built it; the torch flavour, PyTorch in the server's Python).
 """
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import spec
-from .configs import FLAVOUR_FILES, RepositorySpec, load_scheduling, write_configs
+from .configs import FLAVOUR_FILES, RepositorySpec, engine_onnx, load_scheduling, write_configs
+from .flavour import FLAVOURS, Flavour
 from .packages import TORCH_ENGINE, PackagingError, default_pythons, install_python_model
+
+if TYPE_CHECKING:
+    from ..model import RTMO
 
 DEFAULT_REPOSITORY = Path(spec.DEFAULT_REPOSITORY)
 DEFAULT_WORKSPACE = Path("build")
@@ -59,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="images declaring more pixels are refused before decoding")
     p.add_argument("--max-queue", type=int, default=spec.DEFAULT_MAX_QUEUE,
                    help="waiting requests per model before more are refused as busy (0: unbounded)")
-    p.add_argument("--engine", default="auto", choices=("auto", "trt", "torch", "onnx"),
+    p.add_argument("--engine", default="auto", choices=FLAVOURS,
                    help="trt: TensorRT plan (GPU); torch: PyTorch in a Python model (CUDA where visible, "
                         "else CPU; the server's Python must have torch); onnx: onnxruntime in a Python "
                         "model (CPU); auto: trt, else torch on CUDA, else onnx")
@@ -79,10 +90,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--engine-threads must be ≥ 0, got {args.engine_threads}")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         p.error(f"checkpoint not found: {args.checkpoint}")
+    if args.max_batch < 1:
+        p.error(f"--max-batch must be ≥ 1, got {args.max_batch}")
+    if args.max_queue < 0:
+        p.error(f"--max-queue must be ≥ 0, got {args.max_queue}")
+    if not 0 <= args.score_thr < 1 or not 0 < args.nms_thr <= 1:
+        p.error(f"--score-thr must be in [0, 1) and --nms-thr in (0, 1], got {args.score_thr}, "
+                f"{args.nms_thr}")
     if args.tuned is not None and not args.tuned.is_file():
         p.error(f"tuned file not found: {args.tuned}")
+    try:  # read now: a bad tuned file must stop the build before its minutes of work
+        args.scheduling = load_scheduling(args.tuned)
+    except (ValueError, TypeError, AttributeError) as exc:
+        p.error(f"--tuned {args.tuned}: not a tuned file ({type(exc).__name__}: {exc})")
     args.pythons = () if args.pythons.strip() == "none" else tuple(args.pythons.split())
-    bad = [v for v in args.pythons if not v.replace(".", "").isdigit() or v.count(".") != 1]
+    bad = [v for v in args.pythons if not re.fullmatch(r"3\.\d+", v)]
     if bad:
         p.error(f"--pythons takes versions like 3.10 or 'none', got {', '.join(bad)}")
     return args
@@ -129,8 +151,45 @@ def build_or_reuse_plan(onnx_path: Path, plan: Path, precision: str, max_batch: 
     build_plan(onnx_path, plan, precision=precision, opt_batch=typical_batch(max_batch), max_batch=max_batch)
 
 
+PLAN_KEEPSAKES = (f"1/{FLAVOUR_FILES['trt']}", f"1/{FLAVOUR_FILES['trt']}.json", "timing.cache")
+"""What a TensorRT rebuild may take over from the repository it replaces (paths under the engine's
+folder): a plan built from the very same graph is kept, and the timing cache saves minutes."""
+
+
+def staging_for(repo: Path) -> Path:
+    """Where a build writes before it replaces ``repo``'s model folders: beside it, same filesystem."""
+    repo = repo.resolve()
+    return repo.with_name(f".{repo.name}.building")
+
+
+def start_staging(repo: Path, *, keep_plan: bool) -> Path:
+    staging = staging_for(repo)
+    shutil.rmtree(staging, ignore_errors=True)  # what a killed build left
+    staging.mkdir(parents=True)
+    for rel in PLAN_KEEPSAKES if keep_plan else ():
+        old, new = repo / spec.ENGINE_NAME / rel, staging / spec.ENGINE_NAME / rel
+        if old.is_file():
+            new.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(old, new)
+    return staging
+
+
+def publish(staging: Path, repo: Path) -> None:
+    """Each built model folder replaces the old one, the ensemble last (its config is what tools take
+    for a finished build); the old folders go with the staging folder."""
+    repo.mkdir(parents=True, exist_ok=True)
+    built = sorted(staging.iterdir(), key=lambda d: (d.name == spec.ENSEMBLE_NAME, d.name))
+    for folder in built:
+        target = repo / folder.name
+        if target.exists():
+            os.replace(target, staging / f"{folder.name}.replaced")
+        os.replace(folder, target)
+    shutil.rmtree(staging)
+
+
 def build(args: argparse.Namespace) -> Path:
-    from .export import export_onnx, export_torch
+    """Builds into a staging folder and swaps the model folders in at the end: a build that fails
+    leaves the repository as it was, and one that succeeds leaves no file of another flavour."""
     from .flavour import choose_flavour
 
     start = time.perf_counter()
@@ -138,33 +197,42 @@ def build(args: argparse.Namespace) -> Path:
     log(f"engine flavour: {flavour.name} ({flavour.reason})")
     repo = args.model_repository
     model, provenance = load_weights(args.checkpoint)
+    staging = start_staging(repo, keep_plan=flavour.name == "trt")
+    try:
+        repo_spec = fill(staging, args, model=model, provenance=provenance, flavour=flavour)
+        publish(staging, repo)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log(f"model repository ready in {time.perf_counter() - start:.1f} s: {repo}")
+    log(f"  RTMO-{repo_spec.variant} {repo_spec.input_size}px, K={repo_spec.topk}, score>{args.score_thr}, "
+        f"NMS {args.nms_thr}, max batch {args.max_batch}, engine {flavour.name}")
+    carried = ", ".join(args.pythons) or "none (the server's interpreter provides them)"
+    log(f"  Python models carry packages for Python {carried}")
+    log(f"serve it: tritonserver --model-repository {repo}")
+    return repo
+
+
+def fill(repo: Path, args: argparse.Namespace, *, model: RTMO, provenance: dict[str, str],
+         flavour: Flavour) -> RepositorySpec:
+    """Every model folder of the repository, in ``repo`` (the staging folder)."""
+    from .export import export_onnx, export_torch
+
     version_dir = repo / spec.ENGINE_NAME / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
-    # ONNX flavour: the graph is the served file. TensorRT: it stays beside the
-    # version folder (Triton ignores it there) as the plan's source.
-    served_onnx = version_dir / FLAVOUR_FILES["onnx"]
-    onnx_path = served_onnx if flavour.name == "onnx" else repo / spec.ENGINE_NAME / FLAVOUR_FILES["onnx"]
-    weights = version_dir / FLAVOUR_FILES["torch"]
     if flavour.name == "torch":  # the deploy graph's weights: PyTorch runs them in the server
+        weights = version_dir / FLAVOUR_FILES["torch"]
         log(f"saving the PyTorch deploy graph (K={args.topk}) to {weights} ...")
-        export_torch(model, weights.with_suffix(".partial.pt"), topk=args.topk, metadata=provenance)
-        weights.with_suffix(".partial.pt").replace(weights)
-        served_onnx.unlink(missing_ok=True)
-    else:
-        weights.unlink(missing_ok=True)
-        partial = onnx_path.with_suffix(".partial.onnx")
-        log(f"exporting the ONNX deploy graph (K={args.topk}) to {onnx_path} ...")
-        export_onnx(model, partial, topk=args.topk, metadata=provenance)
-        partial.replace(onnx_path)  # a failed export never replaces a working graph
+        export_torch(model, weights, topk=args.topk, metadata=provenance)
+    else:  # ONNX flavour: the graph is the served file; TensorRT: the plan's source, beside the version
+        onnx_path = version_dir / FLAVOUR_FILES["onnx"] if flavour.name == "onnx" else engine_onnx(repo)
+        log(f"exporting the ONNX deploy graph (K={args.topk}) ...")
+        export_onnx(model, onnx_path, topk=args.topk, metadata=provenance)
     topk = spec.served_topk(args.topk, model.variant.input_size)
-    scheduling = load_scheduling(args.tuned)
     if flavour.name == "trt":
         # the plan's profile must cover the engine's max_batch_size, which tuning may raise
-        plan_batch = max(args.max_batch, scheduling[spec.ENGINE_NAME].max_batch)
+        plan_batch = max(args.max_batch, args.scheduling[spec.ENGINE_NAME].max_batch)
         build_or_reuse_plan(onnx_path, version_dir / FLAVOUR_FILES["trt"], args.precision, plan_batch)
-        served_onnx.unlink(missing_ok=True)
-    else:
-        (version_dir / FLAVOUR_FILES["trt"]).unlink(missing_ok=True)
     python_models = [spec.PREPROCESS_NAME, spec.DECODE_NAME]
     for name in python_models + ([spec.ENGINE_NAME] if flavour.name == "onnx" else []):
         install_python_model(repo, name, pythons=args.pythons, workspace=args.workspace, log=log)
@@ -176,16 +244,10 @@ def build(args: argparse.Namespace) -> Path:
         topk=topk, flavour=flavour.name, engine_device=flavour.device, engine_precision=args.precision,
         max_batch=args.max_batch, score_thr=args.score_thr,
         nms_thr=args.nms_thr, max_pixels=args.max_pixels, max_queue=args.max_queue,
-        engine_threads=args.engine_threads, scheduling=scheduling, provenance=provenance,
+        engine_threads=args.engine_threads, scheduling=args.scheduling, provenance=provenance,
     )
     write_configs(repo, repo_spec)
-    log(f"model repository ready in {time.perf_counter() - start:.1f} s: {repo}")
-    log(f"  RTMO-{repo_spec.variant} {repo_spec.input_size}px, K={topk}, score>{args.score_thr}, "
-        f"NMS {args.nms_thr}, max batch {args.max_batch}, engine {flavour.name}")
-    carried = ", ".join(args.pythons) or "none (the server's interpreter provides them)"
-    log(f"  Python models carry packages for Python {carried}")
-    log(f"serve it: tritonserver --model-repository {repo}")
-    return repo
+    return repo_spec
 
 
 def main(argv: list[str] | None = None) -> int:

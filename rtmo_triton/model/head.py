@@ -117,7 +117,7 @@ class DCC(nn.Module):
     Bins span the padded box, so their positions differ per candidate; each
     bin's sine code goes through a linear layer and is scored against the
     keypoint feature. Only the logits are computed here: the softmax and the
-    integral run in the decoder (``rtmo_triton.postprocess``).
+    integral run in the decoder (``rtmo_triton.served.postprocess``).
     """
 
     def __init__(self, in_channels: int, num_keypoints: int, fused: bool = False) -> None:

@@ -45,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rtmo_triton.build.trt", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="ONNX → TensorRT plan (+ build record <plan>.json)")
-    b.add_argument("--onnx", type=Path, required=True, help="graph written by rtmo_triton.export")
+    b.add_argument("--onnx", type=Path, required=True,
+                   help="graph written by python -m rtmo_triton.build.export")
     b.add_argument("--plan", type=Path, required=True, help="e.g. model_repository/rtmo_engine/1/model.plan")
     b.add_argument("--precision", choices=PRECISIONS, default="fp16", help="compute precision (I/O stays)")
     b.add_argument("--min-batch", type=_positive_int, default=1)

@@ -121,7 +121,7 @@ class OnnxInfo:
 
 
 def read_onnx(path: Path) -> OnnxInfo:
-    """What the build needs from our exported graph, checked (it must be ``rtmo_triton.export``'s)."""
+    """What the build needs from our exported graph, checked (it must be ``rtmo_triton.build.export``'s)."""
     if not path.is_file():
         raise BuildError(f"ONNX file not found: {path}")
     try:
@@ -132,8 +132,8 @@ def read_onnx(path: Path) -> OnnxInfo:
     meta = {p.key: p.value for p in proto.metadata_props}
     missing = [k for k in ("variant", "input_size", "topk", "input_dtype", "precision") if k not in meta]
     if missing:
-        raise BuildError(f"{path} lacks the metadata {', '.join(missing)}: export it with rtmo_triton.export "
-                         "(make build-engines does)")
+        raise BuildError(f"{path} lacks the metadata {', '.join(missing)}: export it with "
+                         "`python -m rtmo_triton.build.export` (make build-engines does)")
     initializers = {t.name for t in proto.graph.initializer}
     inputs = [i.name for i in proto.graph.input if i.name not in initializers]
     outputs = {o.name for o in proto.graph.output}
