@@ -124,10 +124,17 @@ AUTO_THREADS = "auto"
 
 DEFAULT_VARIANT = "s"
 DEFAULT_MAX_BATCH = 8
-DEFAULT_MAX_QUEUE = 4 * DEFAULT_MAX_BATCH
-"""Requests each composing model holds waiting; more are refused at once as busy (HTTP 503, gRPC
-UNAVAILABLE) instead of queueing without bound. Four batches: bursts pass, a sustained overload
-gets a prompt answer (see README, 'Overload')."""
+QUEUE_BATCHES = 4
+"""Requests each composing model holds waiting, in batches of ``max_batch_size``; more are refused at
+once as busy (HTTP 503, gRPC UNAVAILABLE) instead of queueing without bound. Four batches: bursts
+pass, a sustained overload gets a prompt answer (see README, 'Overload')."""
+
+
+def default_max_queue(max_batch: int) -> int:
+    return QUEUE_BATCHES * max_batch
+
+
+DEFAULT_MAX_QUEUE = default_max_queue(DEFAULT_MAX_BATCH)
 DEFAULT_MAX_PIXELS = 40_000_000
 """Declared image area above which an image is refused before decoding."""
 

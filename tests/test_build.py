@@ -263,3 +263,9 @@ def test_an_interpreter_a_package_dropped_gets_its_last_release():
         pins = dict(p.split("==") for p in pins_for(spec.ENGINE_NAME, python))
         assert all(pins[name] == version for name, version in older.items() if name in pins)
     assert pins_for(spec.ENGINE_NAME, "3.11") == SERVED_PACKAGES[spec.ENGINE_NAME]
+
+
+def test_the_queue_holds_four_batches_of_whatever_size_unless_told():
+    assert build.parse_args([]).max_queue == spec.DEFAULT_MAX_QUEUE == 4 * spec.DEFAULT_MAX_BATCH
+    assert build.parse_args(["--max-batch", "1"]).max_queue == 4
+    assert build.parse_args(["--max-batch", "32", "--max-queue", "0"]).max_queue == 0

@@ -68,8 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, default=spec.DEFAULT_MAX_BATCH, help="images per request")
     p.add_argument("--max-pixels", type=int, default=spec.DEFAULT_MAX_PIXELS,
                    help="images declaring more pixels are refused before decoding")
-    p.add_argument("--max-queue", type=int, default=spec.DEFAULT_MAX_QUEUE,
-                   help="waiting requests per model before more are refused as busy (0: unbounded)")
+    p.add_argument("--max-queue", type=int, default=None,
+                   help="waiting requests per model before more are refused as busy (0: unbounded; "
+                        f"default: {spec.QUEUE_BATCHES} × --max-batch)")
     p.add_argument("--engine", default="auto", choices=FLAVOURS,
                    help="trt: TensorRT plan (GPU); torch: PyTorch in a Python model (CUDA where visible, "
                         "else CPU; the server's Python must have torch); onnx: onnxruntime in a Python "
@@ -92,6 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"checkpoint not found: {args.checkpoint}")
     if args.max_batch < 1:
         p.error(f"--max-batch must be ≥ 1, got {args.max_batch}")
+    if args.max_queue is None:
+        args.max_queue = spec.default_max_queue(args.max_batch)
     if args.max_queue < 0:
         p.error(f"--max-queue must be ≥ 0, got {args.max_queue}")
     if not 0 <= args.score_thr < 1 or not 0 < args.nms_thr <= 1:
