@@ -113,6 +113,13 @@ def test_unknown_width(tmp_path):
         load_checkpoint(save(tmp_path / "w.pth", state))
 
 
+def test_a_keypoint_set_we_cannot_name_is_refused_at_load(tmp_path):
+    state = random_model("t", num_keypoints=21).state_dict()
+    with pytest.raises(CheckpointError, match=r"predicts 21 keypoints; served keypoint sets: 17 \(coco\), "
+                                              r"14 \(crowdpose\)"):
+        load_checkpoint(save(tmp_path / "k21.pth", state))
+
+
 def test_random_weights_depend_on_the_seed_alone():
     """A build without a checkpoint must serve the same model every time (and keep its TensorRT plan)."""
     first = random_model("t", seed=0).state_dict()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..spec import VARIANTS
+from ..spec import KEYPOINT_SETS, VARIANTS
 from .rtmo import RTMO, build_rtmo
 
 IGNORED: dict[str, str] = {
@@ -87,7 +87,12 @@ def _detect(state: dict[str, torch.Tensor], path: Path) -> tuple[str, int]:
             f"{path}: backbone stem has {stem} channels, which matches no RTMO variant "
             f"({', '.join(f'{n}={c}' for c, n in by_stem.items())})"
         )
-    return by_stem[stem], state[_VIS].shape[0]
+    num_keypoints = state[_VIS].shape[0]
+    if num_keypoints not in KEYPOINT_SETS:  # the served contract names every keypoint
+        raise CheckpointError(
+            f"{path}: the head predicts {num_keypoints} keypoints; served keypoint sets: "
+            + ", ".join(f"{k} ({s.dataset})" for k, s in KEYPOINT_SETS.items()))
+    return by_stem[stem], num_keypoints
 
 
 def load_state(model: RTMO, state: dict[str, torch.Tensor], source: str = "checkpoint") -> tuple[str, ...]:
