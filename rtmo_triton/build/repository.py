@@ -143,8 +143,10 @@ def build_or_reuse_plan(onnx_path: Path, plan: Path, precision: str, max_batch: 
             record = read_record(plan)
         except EngineMismatch:
             record = None
-        wanted = (sha256(onnx_path), precision, typical_batch(max_batch), max_batch)
-        if record and (record.onnx_sha256, record.precision, record.opt_batch, record.max_batch) == wanted:
+        # the profile must start at 1: Triton sends single images too
+        wanted = (sha256(onnx_path), precision, 1, typical_batch(max_batch), max_batch)
+        if record and (record.onnx_sha256, record.precision, record.min_batch, record.opt_batch,
+                       record.max_batch) == wanted:
             problems, _ = check_compat(record, current_platform())
             if not problems:
                 log(f"TensorRT plan up to date, kept: {plan}")
