@@ -30,7 +30,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from perf.inputs import benchmark_jpegs, write_input_data
-from perf.perf_sweep import perf_analyzer, server_stats
+from perf.perf_sweep import PERF_ANALYZER, perf_analyzer, server_stats
 from rtmo_triton import spec
 from rtmo_triton.build.configs import engine_onnx
 from rtmo_triton.build.export import onnx_metadata
@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window-requests", type=int, default=24)
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "perf")
     args = p.parse_args(argv)
+    if not PERF_ANALYZER.exists():
+        print(f"{PERF_ANALYZER} missing: run `make setup` (perf/install_tools.sh)", file=sys.stderr)
+        return 2
     exit_on_sigterm()
     args.out.mkdir(parents=True, exist_ok=True)
     data = write_input_data(args.out / "inputs")["{}x{}".format(*IMAGE)][spec.ENSEMBLE_NAME]
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     cpu_s: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     images: dict[tuple[int, str], int] = defaultdict(int)
+    failed: list[str] = []
     with TritonServer(args.model_repository, log_path=args.out / "tritonserver_ratio.log") as server:
         root = psutil.Process(server.process.pid)
         procs = [root, *root.children(recursive=True)]
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             part = args.out / f"ratio_r{rnd}_c{c}.csv"
             cpu0, n0 = cpu_by_role(procs), served_images(server)
             if perf_analyzer(server, spec.ENSEMBLE_NAME, data, c, part, args.window_requests) != 0:
+                failed.append(f"round {rnd} concurrency {c}")
                 continue
             for name, seconds in cpu_by_role(procs).items():
                 cpu_s[c][name] += seconds - cpu0[name]
@@ -166,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name:40s} {ms:8.1f}")
                 out.writerow([c, name, f"{ms:.2f}"])
     print(f"written {args.out / 'served_vs_bare.csv'}, {args.out / 'cpu_per_process.csv'}")
-    return 0
+    if failed:  # the CSVs hold the rounds that ran; the run as a whole did not
+        print(f"perf_analyzer failed in {len(failed)} run(s): {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -136,6 +136,8 @@ def phase_figures(locust: Locust, name: str, replicas: int, users: int) -> dict:
 def stop(server: TritonServer, *, kill: bool = False) -> int:
     """Stop a replica as its container would go: SIGTERM (or SIGKILL) to the server, and whatever of
     its process tree outlives it killed, shared memory included. Returns the processes left behind."""
+    if server.process is None:  # never started
+        return 0
     try:
         tree = psutil.Process(server.process.pid).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -179,8 +181,8 @@ def rehearse(args: argparse.Namespace) -> dict:
     ports = {"http": free_port(), "grpc": free_port()}
     with ExitStack() as stack:
         for name, server in zip(names, servers):
+            stack.callback(stop, server)  # before start: a replica interrupted while starting is stopped too
             server.start()
-            stack.callback(stop, server)
             note(f"{name} ready in {server.start_seconds:.1f} s "
                  f"(HTTP {server.http_url}, gRPC {server.grpc_url})")
         replicas = [Replica(n, s.ports["http"], s.ports["grpc"]) for n, s in zip(names, servers)]

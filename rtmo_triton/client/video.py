@@ -271,14 +271,14 @@ class Pipeline:
     def __init__(self, send: Callable[..., Reply], emit: Callable[[Any, People | None], None], *,
                  in_flight: int = DEFAULT_IN_FLIGHT, every: int = 1, keep_skipped: bool = False,
                  reply_timeout_s: float = DEFAULT_TIMEOUT_S + REPLY_GRACE_S,
-                 stats: Stats | None = None, guard: InterruptGuard | None = None) -> None:
+                 guard: InterruptGuard | None = None) -> None:
         self.emit = emit
         self.guard = guard or InterruptGuard()
         self.in_flight = in_flight
         self.every = every
         self.keep_skipped = keep_skipped
         self.reply_timeout_s = reply_timeout_s
-        self.stats = stats or Stats()
+        self.stats = Stats()
         self.pending = 0
         self._order: InOrder[tuple[Any, People | None]] = InOrder()
         self._seq = 0

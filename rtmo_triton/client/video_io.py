@@ -28,7 +28,6 @@ from .files import find_images
 
 DEFAULT_FPS = 25.0
 """Frame rate for a folder of frames, or a source that reports none."""
-SOURCE_KINDS = ("file", "camera", "stream", "folder")
 EARLY_END_TOLERANCE = 2
 """Frames a file may fall short of its declared count (containers estimate it) before it counts as cut."""
 WRITER_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
@@ -285,12 +284,10 @@ class JsonLines:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self._file: TextIO = sys.stdout if str(path) == "-" else open(path, "w")  # noqa: SIM115
-        self.lines = 0
 
     def write(self, record: dict) -> None:
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._file.flush()
-        self.lines += 1
 
     def close(self) -> None:
         if self._file is not sys.stdout:
