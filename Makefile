@@ -17,8 +17,8 @@ MAX_QUEUE ?=
 TUNED ?=
 PYTHONS ?=
 ENGINE_THREADS ?=
-ENGINE ?= auto
-PRECISION ?= fp16
+ENGINE ?=
+PRECISION ?=
 OUT ?= out
 TRITONSERVER ?= $(firstword $(wildcard /opt/tritonserver/bin/tritonserver) $(VENV)/bin/rtmo-tritonserver)
 SETUP_STAMP := $(VENV)/.setup-done
@@ -26,7 +26,8 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # NVIDIA's TensorRT container has TensorRT's Python module in its system interpreter: let the venv see it.
 VENV_FLAGS ?= $(shell $(PYTHON) -c "import tensorrt" >/dev/null 2>&1 && echo --system-site-packages)
 
-BUILD_FLAGS = --model-repository $(MODEL_REPOSITORY) --engine $(ENGINE) --precision $(PRECISION) \
+BUILD_FLAGS = --model-repository $(MODEL_REPOSITORY) $(if $(ENGINE),--engine $(ENGINE)) \
+	$(if $(PRECISION),--precision $(PRECISION)) \
 	$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(TOPK),--topk $(TOPK)) \
 	$(if $(SCORE_THR),--score-thr $(SCORE_THR)) $(if $(NMS_THR),--nms-thr $(NMS_THR)) \
 	$(if $(MAX_BATCH),--max-batch $(MAX_BATCH)) $(if $(MAX_PIXELS),--max-pixels $(MAX_PIXELS)) \

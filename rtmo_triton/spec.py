@@ -119,6 +119,11 @@ DEFAULT_NMS_THR = 0.65
 DEFAULT_TOPK = 100
 """Candidate cells the engine hands to the decoder per image (see README, 'K')."""
 
+PRECISIONS = ("fp16", "fp32")
+"""GPU compute of the trt and torch engines: fp16 keeps the DCC bin code and box decoding FP32; fp32
+is without TF32."""
+DEFAULT_PRECISION = "fp16"
+
 AUTO_THREADS = "auto"
 """Engine threads left to the serving host, decided at load time (``served.cpus.engine_threads``)."""
 

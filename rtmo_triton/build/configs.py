@@ -1,8 +1,8 @@
 """Every ``config.pbtxt`` of the repository, rendered from one description.
 
-The ensemble, preprocess and decode configs are identical for both engine
-flavours; only ``rtmo_engine`` differs (``tensorrt_plan`` on a GPU host, a
-Python model running onnxruntime elsewhere) and even then its tensors come
+The ensemble, preprocess and decode configs are identical for every engine
+flavour; only ``rtmo_engine`` differs (``tensorrt_plan`` on a GPU host, or a
+Python model running PyTorch or onnxruntime) and even then its tensors come
 from the same names and shapes. Configs are built as ``ModelConfig`` protos
 and printed by protobuf, so a typo cannot produce a file Triton rejects.
 """
@@ -73,7 +73,7 @@ def load_scheduling(path: Path | None = None) -> dict[str, Scheduling]:
 
 @dataclass(frozen=True)
 class RepositorySpec:
-    """Everything the configs depend on; ``build`` fills it from the exported graph."""
+    """Everything the configs depend on; the build fills it from the model and its arguments."""
 
     variant: str
     input_size: int

@@ -1,6 +1,6 @@
-"""Export the deploy graph to ONNX: the one file both engine flavours start from.
+"""Export the deploy graph: to ONNX for the onnx and trt engine flavours, as weights for the torch one.
 
-ONNX Runtime runs it directly (CPU serving, tests); TensorRT builds a plan
+ONNX Runtime runs the ONNX graph directly (CPU serving, tests); TensorRT builds a plan
 from it (``rtmo_triton.build.trt``). The graph uses only operators TensorRT 10
 parses natively (no plugins, no NMS), has a dynamic batch dimension, and
 records how it was made in its metadata so a served model can say what it is.
@@ -28,11 +28,17 @@ import torch
 from ..model.deploy import DeployRTMO, save_deploy
 from ..model.fuse import fold_batchnorm
 from ..model.rtmo import RTMO
-from ..spec import DEFAULT_TOPK, ENGINE_INPUT, ENGINE_INPUT_DTYPE, ENGINE_OUTPUTS, engine_output_shapes
+from ..spec import (
+    DEFAULT_TOPK,
+    ENGINE_INPUT,
+    ENGINE_INPUT_DTYPE,
+    ENGINE_OUTPUTS,
+    PRECISIONS,
+    engine_output_shapes,
+)
 
 OPSET = 17
 """LayerNormalization is native from 17; TensorRT 10 parses 9..20."""
-PRECISIONS = ("fp32", "fp16")
 
 
 def export_onnx(

@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="trt: TensorRT plan (GPU); torch: PyTorch in a Python model (CUDA where visible, "
                         "else CPU; the server's Python must have torch); onnx: onnxruntime in a Python "
                         "model (CPU); auto: trt, else torch on CUDA, else onnx")
-    p.add_argument("--precision", default="fp16", choices=("fp16", "fp32"),
+    p.add_argument("--precision", default=spec.DEFAULT_PRECISION, choices=spec.PRECISIONS,
                    help="GPU compute (TensorRT, or torch on CUDA): fp16 keeps the DCC's bin code FP32; "
                         "fp32 is without TF32")
     p.add_argument("--engine-threads", type=int, default=None,

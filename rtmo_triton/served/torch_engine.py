@@ -21,9 +21,7 @@ import numpy as np
 import torch
 
 from ..model.deploy import DeployRTMO, load_deploy
-from ..spec import ENGINE_INPUT_DTYPE, ENGINE_OUTPUTS
-
-PRECISIONS = ("fp16", "fp32")
+from ..spec import ENGINE_INPUT_DTYPE, ENGINE_OUTPUTS, PRECISIONS
 
 
 def set_tf32(enabled: bool) -> None:

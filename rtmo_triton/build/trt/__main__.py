@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ... import spec
 from ..flavour import FLAVOURS, FlavourError, choose_flavour
-from .build import DEFAULT_WORKSPACE_GIB, PRECISIONS, TYPICAL_BATCH, BuildError, build_plan
+from .build import DEFAULT_WORKSPACE_GIB, TYPICAL_BATCH, BuildError, build_plan
 from .compat import EngineMismatch, NoPlatform, check_served
 
 
@@ -48,7 +48,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--onnx", type=Path, required=True,
                    help="graph written by python -m rtmo_triton.build.export")
     b.add_argument("--plan", type=Path, required=True, help="e.g. model_repository/rtmo_engine/1/model.plan")
-    b.add_argument("--precision", choices=PRECISIONS, default="fp16", help="compute precision (I/O stays)")
+    b.add_argument("--precision", choices=spec.PRECISIONS, default=spec.DEFAULT_PRECISION,
+                   help="compute precision (I/O stays)")
     b.add_argument("--min-batch", type=_positive_int, default=1)
     b.add_argument("--opt-batch", type=_positive_int, default=TYPICAL_BATCH,
                    help="the batch TensorRT tunes for (default: %(default)s, capped at --max-batch)")

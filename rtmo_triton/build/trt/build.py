@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from ...spec import ENGINE_INPUT, ENGINE_OUTPUTS, FEATMAP_STRIDES
+from ...spec import ENGINE_INPUT, ENGINE_OUTPUTS, FEATMAP_STRIDES, PRECISIONS
 from . import precision as fp32_region
 from .compat import (
     EngineRecord,
@@ -44,7 +44,6 @@ from .compat import (
     write_record,
 )
 
-PRECISIONS = ("fp16", "fp32")
 DEFAULT_WORKSPACE_GIB = 4.0
 TYPICAL_BATCH = 4
 """The profile's opt batch unless told: what Triton's dynamic batcher forms from a few concurrent
