@@ -94,8 +94,9 @@ def test_refusal_says_what_was_built_what_is_here_and_what_to_rebuild(plan):
     message = str(info.value)
     assert message.startswith(f"{plan}: engine built with TensorRT 10.3.0 on sm 8.9 (NVIDIA L4); "
                               "this server has TensorRT 10.8.0.43 on sm 9.0 (NVIDIA H100 80GB HBM3)")
-    assert message.endswith("Rebuild it on this host with `make build-engines CHECKPOINT=<your checkpoint> "
-                            "ENGINE=trt PRECISION=fp16 MAX_BATCH=8`")
+    rebuild = ("Rebuild it on this host with `make build-engines CHECKPOINT=<your checkpoint> ENGINE=trt "
+               "PRECISION=fp16 TOPK=100 MAX_BATCH=8`")
+    assert rebuild in message, "the same K and batch, or the rebuild serves another model"
     assert require_compat(plan, SAME) == []
 
 

@@ -208,12 +208,13 @@ def check_compat(record: EngineRecord, here: Platform) -> tuple[list[str], list[
 
 def rebuild_command(record: EngineRecord) -> str:
     return (f"make build-engines CHECKPOINT=<your checkpoint> ENGINE=trt PRECISION={record.precision} "
-            f"MAX_BATCH={record.max_batch}")
+            f"TOPK={record.topk} MAX_BATCH={record.max_batch}")
 
 
 def mismatch_message(plan: str | Path, record: EngineRecord, here: Platform, problems: list[str]) -> str:
     return (f"{plan}: engine built with {record.platform.describe()}; this server has {here.describe()} "
-            f"({'; '.join(problems)}). Rebuild it on this host with `{rebuild_command(record)}`")
+            f"({'; '.join(problems)}). Rebuild it on this host with `{rebuild_command(record)}` (MAX_BATCH: "
+            "the plan's; a tuned file, if the first build had one, goes with TUNED= as before)")
 
 
 def require_compat(plan: str | Path, here: Platform | None = None) -> list[str]:
