@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rtmo_triton.served.postprocess import People, box_iou, decode_people, nms, softmax_integral
+from rtmo_triton.served.postprocess import People, box_iou, decode_people, nms, softmax_integral, stack_people
 from rtmo_triton.spec import AFFINE_FIELDS, NUM_BINS
 
 
@@ -110,3 +110,25 @@ def test_topk_prefix_keeps_exactly_the_full_runs_survivors_inside_k(k):
     inside = np.isin(everyone.scores, full["scores"][:k])
     for got, want in zip(prefix.arrays, everyone.arrays):
         np.testing.assert_array_equal(got, want[inside])
+
+
+@pytest.mark.parametrize("num_keypoints", [17, 14])
+def test_a_batch_is_padded_to_its_largest_person_count_with_zeros(num_keypoints):
+    rng = np.random.default_rng(0)
+
+    def people(n):
+        j = num_keypoints
+        return People(*(rng.random(shape, np.float32) + 1 for shape in ((n, 4), (n,), (n, j, 2), (n, j))))
+
+    batch = [people(2), People.empty(num_keypoints), people(3)]
+    counts, boxes, scores, kpts, kpt_scores = stack_people(batch, num_keypoints)
+    assert counts.tolist() == [[2], [0], [3]]
+    assert boxes.shape == (3, 3, 4) and kpts.shape == (3, 3, num_keypoints, 2)
+    assert kpt_scores.shape == (3, 3, num_keypoints)
+    for row, p in enumerate(batch):
+        n = len(p.scores)
+        for stacked, own in zip((boxes, scores, kpts, kpt_scores), p.arrays, strict=True):
+            np.testing.assert_array_equal(stacked[row, :n], own)
+            assert not stacked[row, n:].any(), "rows past an image's people are zeros"
+    empty = stack_people([People.empty(num_keypoints)], num_keypoints)
+    assert empty[0].tolist() == [[0]] and empty[1].shape == (1, 1, 4), "no zero-sized dimension"
