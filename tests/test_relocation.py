@@ -59,3 +59,35 @@ def test_a_copied_repository_serves_the_reference_people_without_our_environment
         assert_people_match(*p.arrays, ref)
     unpacked = {p.name.split("-")[0] for p in (tmp_path / "server" / "package-cache").iterdir()}
     assert unpacked == {f"py{sys.version_info.major}.{sys.version_info.minor}"}, unpacked
+
+
+def test_a_loader_killed_while_unpacking_leaves_nothing_for_long(tmp_path, monkeypatch):
+    """Unpacking goes through a temporary folder renamed into place; one left by a killed loader is
+    removed by the next loader once it is old, while a young one (a loader at work) is left alone."""
+    import io
+    import os
+    import tarfile
+    import time
+
+    from rtmo_triton.served import bundle
+
+    version_dir = tmp_path / "model" / "1"
+    (version_dir / bundle.PACKAGES_DIR).mkdir(parents=True)
+    archive = version_dir / bundle.PACKAGES_DIR / bundle.archive_name(bundle.running_python())
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("carried_module.py")
+        info.size = len(b"VALUE = 1\n")
+        tar.addfile(info, io.BytesIO(b"VALUE = 1\n"))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(bundle.CACHE_ENV, str(cache))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    first = bundle.use_bundled_packages(version_dir)
+    assert (first / "carried_module.py").is_file() and sys.path[0] == str(first)
+    shutil.rmtree(first)  # as if never unpacked: the next loader unpacks again
+    old, young = cache / f"{first.name}.killed", cache / f"{first.name}.working"
+    for folder in (old, young):
+        folder.mkdir()
+    long_ago = time.time() - bundle.STALE_UNPACK_S - 60
+    os.utime(old, (long_ago, long_ago))
+    assert bundle.use_bundled_packages(version_dir) == first and (first / "carried_module.py").is_file()
+    assert not old.exists() and young.is_dir()

@@ -14,18 +14,22 @@ carries packages only and works on every Triton release unchanged.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 PACKAGES_DIR = "packages"
 """Folder beside ``model.py`` holding one archive per Python version."""
 CACHE_ENV = "RTMO_PACKAGES_CACHE"
 """Where archives are unpacked (default: ``<tmp>/rtmo-triton-packages``); must be writable."""
+STALE_UNPACK_S = 600
+"""An unpacking folder this old belongs to no loader still running: it is removed."""
 
 
 def archive_name(python: str) -> str:
@@ -70,6 +74,10 @@ def _unpacked(archive: Path) -> Path:
     if target.is_dir():
         return target
     cache.mkdir(parents=True, exist_ok=True)
+    for stale in cache.glob(f"{target.name}.*"):  # left by a loader killed while unpacking
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > STALE_UNPACK_S:
+                shutil.rmtree(stale, ignore_errors=True)
     partial = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=cache))
     try:
         with tarfile.open(archive) as tar:
