@@ -10,7 +10,7 @@ from ..tensor_exchange import check_tensor_exchange
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, str]) -> None:
         check_tensor_exchange(pb_utils)
         params = read_parameters(args["model_config"])
         self.score_thr = float(params[Param.SCORE_THR])
@@ -18,10 +18,10 @@ class TritonPythonModel:
         self.num_keypoints = int(params[Param.NUM_KEYPOINTS])
         keep_freed_buffers()  # per-request arrays of several MB: no page faults on each request
 
-    def execute(self, requests):
+    def execute(self, requests: list) -> list:
         return respond_each(requests, self._decode, pb_utils)
 
-    def _decode(self, request):
+    def _decode(self, request) -> list:
         outputs = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in ENGINE_OUTPUTS}
         affines = pb_utils.get_input_tensor_by_name(request, AFFINE).as_numpy()
         people = decode_batch(outputs, affines, self.score_thr, self.nms_thr)

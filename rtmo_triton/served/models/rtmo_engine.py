@@ -13,7 +13,7 @@ from ..tensor_exchange import check_tensor_exchange
 
 
 class TritonPythonModel(EngineModel):
-    def initialize(self, args):
+    def initialize(self, args: dict[str, str]) -> None:
         check_tensor_exchange(pb_utils)
         params = read_parameters(args["model_config"])
         path = Path(args["model_repository"]) / args["model_version"] / params[Param.ENGINE_FILE]
@@ -22,5 +22,5 @@ class TritonPythonModel(EngineModel):
         pb_utils.Logger.log_info(f"{args['model_name']}: onnxruntime with {threads} intra-op thread(s)")
         keep_freed_buffers()  # each batch's outputs are MBs of fresh numpy arrays
 
-    def tensors(self, outputs):
+    def tensors(self, outputs: dict) -> list:
         return [pb_utils.Tensor(name, value) for name, value in outputs.items()]

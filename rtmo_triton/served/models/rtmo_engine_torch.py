@@ -17,7 +17,7 @@ NO_TORCH = ("the torch engine flavour runs PyTorch from the server's own Python 
 
 
 class TritonPythonModel(EngineModel):
-    def initialize(self, args):
+    def initialize(self, args: dict[str, str]) -> None:
         check_tensor_exchange(pb_utils)
         try:
             import torch  # noqa: F401
@@ -38,5 +38,5 @@ class TritonPythonModel(EngineModel):
             seconds = self.engine.warm_up(max_batch)
             pb_utils.Logger.log_info(f"{args['model_name']}: batches 1-{max_batch} ready in {seconds:.1f} s")
 
-    def tensors(self, outputs):
+    def tensors(self, outputs: dict) -> list:
         return [pb_utils.Tensor.from_dlpack(name, value.contiguous()) for name, value in outputs.items()]
