@@ -105,8 +105,13 @@ def test_checkpoint_provenance_and_k_clamped_to_cells(tmp_path):
     (["--topk", "0"], "--topk must be"),
     (["--engine", "tensorflow"], "invalid choice"),
     (["--engine-threads", "-1"], "--engine-threads must be"),
+    (["--max-batch", "0"], "--max-batch must be ≥ 1"),
+    (["--score-thr", "1.5"], "--score-thr must be in [0, 1)"),
+    (["--max-queue", "-1"], "--max-queue must be ≥ 0"),
+    (["--pythons", "3."], "--pythons takes versions like 3.10"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
+    """Checked before any work: a bad setting must not cost an export first."""
     with pytest.raises(SystemExit) as exit_info:
         build.parse_args(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
@@ -174,18 +179,6 @@ def test_a_failed_rebuild_leaves_the_repository_as_it_was_and_a_good_one_no_othe
     assert params(config(repo, spec.ENGINE_NAME))["engine_file"] == "model.pt"
     assert sorted(p.name for p in repo.iterdir()) == sorted(
         [spec.ENSEMBLE_NAME, spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME])
-
-
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--max-batch", "0"], "--max-batch must be ≥ 1"),
-    (["--score-thr", "1.5"], "--score-thr must be in [0, 1)"),
-    (["--max-queue", "-1"], "--max-queue must be ≥ 0"),
-    (["--pythons", "3."], "--pythons takes versions like 3.10"),
-])
-def test_bad_settings_stop_the_build_before_any_work(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        build.parse_args(argv)
-    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text", ['{"rtmo_engine": {"instance": 2}}', '[1, 2]', '{"rtmo_engine": null}'])
