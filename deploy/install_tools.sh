@@ -22,7 +22,7 @@ for what in "$@"; do
     kubectl)
       command -v kubectl >/dev/null || { echo "[deploy] kubectl from Debian's kubernetes-client"
                                          apt_install kubernetes-client; }
-      kubectl version --client 2>/dev/null | head -n1 ;;
+      kubectl version --client 2>/dev/null | sed -n 1p ;;  # sed reads it all: no SIGPIPE under pipefail
     rehearse)
       command -v haproxy >/dev/null || { echo "[deploy] haproxy from Debian"; apt_install haproxy; }
       if [ ! -x .tools/rehearse/bin/locust ]; then
