@@ -175,6 +175,9 @@ DEFAULT_REPOSITORY = "model_repository"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002, "health": 8003}
 """Triton's own defaults, and rtmo-serve's guard (``/ready``, ``/live``) next to them."""
 
+MODEL_VERSION = "1"
+"""The one version folder of every model in the repository."""
+
 ENSEMBLE_NAME = "rtmo"
 PREPROCESS_NAME = "rtmo_preprocess"
 ENGINE_NAME = "rtmo_engine"

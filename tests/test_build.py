@@ -129,7 +129,7 @@ def test_tensorrt_flavour_reads_a_gpu_tuning_and_sizes_the_plan_for_it(tmp_path,
     asked = {}
 
     def fake_plan(onnx_path, plan, precision, max_batch):
-        asked.update(onnx=onnx_path, precision=precision, max_batch=max_batch)
+        asked.update(onnx=onnx_path, precision=precision, max_batch=max_batch, had_plan=plan.is_file())
         plan.write_bytes(b"plan")
 
     monkeypatch.setattr(build, "build_or_reuse_plan", fake_plan)
@@ -137,7 +137,7 @@ def test_tensorrt_flavour_reads_a_gpu_tuning_and_sizes_the_plan_for_it(tmp_path,
     assert build.main(["--model-repository", str(repo), "--engine", "trt", "--max-batch", "8",
                        "--precision", "fp32", "--topk", "20", "--tuned", str(gpu_tuned)]) == 0
     staged = build.staging_for(repo) / spec.ENGINE_NAME / "model.onnx"  # built there, then moved in
-    assert asked == {"onnx": staged, "precision": "fp32", "max_batch": 32}
+    assert asked == {"onnx": staged, "precision": "fp32", "max_batch": 32, "had_plan": False}
     engine = config(repo, spec.ENGINE_NAME)
     assert engine.platform == "tensorrt_plan" and engine.max_batch_size == 32
     assert engine.instance_group[0].count == 1
@@ -148,6 +148,8 @@ def test_tensorrt_flavour_reads_a_gpu_tuning_and_sizes_the_plan_for_it(tmp_path,
     assert configs.engine_onnx(repo) == repo / spec.ENGINE_NAME / "model.onnx", \
         "the perf tools must find the plan's source graph"
     assert configs.engine_onnx(repo).is_file() and not build.staging_for(repo).exists()
+    assert build.main(["--model-repository", str(repo), "--engine", "trt", "--topk", "20"]) == 0
+    assert asked["had_plan"], "a rebuild must find the plan it replaces, to keep it if it still fits"
 
 
 def test_a_failed_rebuild_leaves_the_repository_as_it_was_and_a_good_one_no_other_flavour(

@@ -26,7 +26,7 @@ FLAVOUR_FILES = {"onnx": "model.onnx", "trt": "model.plan", "torch": "model.pt"}
 def engine_onnx(repo: Path) -> Path:
     """The repository's ONNX graph: the served file (ONNX flavour), else the plan's source, which
     ``make build-engines`` keeps beside the version folder where Triton ignores it."""
-    served = repo / spec.ENGINE_NAME / "1" / FLAVOUR_FILES["onnx"]
+    served = repo / spec.ENGINE_NAME / spec.MODEL_VERSION / FLAVOUR_FILES["onnx"]
     return served if served.is_file() else repo / spec.ENGINE_NAME / FLAVOUR_FILES["onnx"]
 
 
@@ -239,7 +239,7 @@ def write_configs(repo: Path, s: RepositorySpec) -> list[Path]:
     for name, text in render_all(s).items():
         path = repo / name / "config.pbtxt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        (repo / name / "1").mkdir(exist_ok=True)
+        (repo / name / spec.MODEL_VERSION).mkdir(exist_ok=True)
         path.write_text(text)
         written.append(path)
     return written

@@ -155,7 +155,7 @@ def install_python_model(repo: Path, model: str, *, pythons: tuple[str, ...], wo
     """``<repo>/<model>/1``: the generated ``model.py``, our vendored code and one archive per Python.
     ``module``: the served module, when it is not named as the model (the torch engine)."""
     module = module or model
-    version_dir = repo / model / "1"
+    version_dir = repo / model / spec.MODEL_VERSION
     version_dir.mkdir(parents=True, exist_ok=True)
     (version_dir / "model.py").write_text(MODEL_PY.format(name=module))
     vendor_code(version_dir, EXTRA_CODE.get(module, ()))

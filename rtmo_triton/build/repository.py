@@ -156,9 +156,14 @@ def build_or_reuse_plan(onnx_path: Path, plan: Path, precision: str, max_batch: 
     build_plan(onnx_path, plan, precision=precision, opt_batch=typical_batch(max_batch), max_batch=max_batch)
 
 
-PLAN_KEEPSAKES = (f"1/{FLAVOUR_FILES['trt']}", f"1/{FLAVOUR_FILES['trt']}.json", "timing.cache")
-"""What a TensorRT rebuild may take over from the repository it replaces (paths under the engine's
-folder): a plan built from the very same graph is kept, and the timing cache saves minutes."""
+def plan_keepsakes() -> tuple[Path, ...]:
+    """What a TensorRT rebuild may take over from the repository it replaces (paths under the engine's
+    folder): a plan built from the very same graph is kept, and the timing cache saves minutes."""
+    from .trt.build import TIMING_CACHE
+    from .trt.compat import record_path
+
+    plan = Path(spec.MODEL_VERSION) / FLAVOUR_FILES["trt"]
+    return plan, record_path(plan), Path(TIMING_CACHE)
 
 
 def staging_for(repo: Path) -> Path:
@@ -171,7 +176,7 @@ def start_staging(repo: Path, *, keep_plan: bool) -> Path:
     staging = staging_for(repo)
     shutil.rmtree(staging, ignore_errors=True)  # what a killed build left
     staging.mkdir(parents=True)
-    for rel in PLAN_KEEPSAKES if keep_plan else ():
+    for rel in plan_keepsakes() if keep_plan else ():
         old, new = repo / spec.ENGINE_NAME / rel, staging / spec.ENGINE_NAME / rel
         if old.is_file():
             new.parent.mkdir(parents=True, exist_ok=True)
@@ -223,7 +228,7 @@ def fill(repo: Path, args: argparse.Namespace, *, model: RTMO, provenance: dict[
     """Every model folder of the repository, in ``repo`` (the staging folder)."""
     from .export import export_onnx, export_torch
 
-    version_dir = repo / spec.ENGINE_NAME / "1"
+    version_dir = repo / spec.ENGINE_NAME / spec.MODEL_VERSION
     version_dir.mkdir(parents=True, exist_ok=True)
     if flavour.name == "torch":  # the deploy graph's weights: PyTorch runs them in the server
         weights = version_dir / FLAVOUR_FILES["torch"]

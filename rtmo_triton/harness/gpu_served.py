@@ -88,7 +88,7 @@ def build_repository(repo: Path, *, checkpoint: Path | None, max_batch: int, car
         raise ServedError(f"make build-engines failed ({code})")
     if carried:
         archive = archive_of_wheels(carried, repo.parent / "carried" / archive_name(running_python()))
-        for version_dir in sorted(p.parent for p in repo.glob("*/1/model.py")):
+        for version_dir in sorted(p.parent for p in repo.glob(f"*/{spec.MODEL_VERSION}/model.py")):
             (version_dir / PACKAGES_DIR).mkdir(exist_ok=True)
             shutil.copyfile(archive, version_dir / PACKAGES_DIR / archive.name)
         log(f"[served] every Python model carries {', '.join(w.name for w in carried)}")

@@ -45,6 +45,8 @@ from .compat import (
 )
 
 DEFAULT_WORKSPACE_GIB = 4.0
+TIMING_CACHE, BUILD_LOG = "timing.cache", "build.log"
+"""Written beside the plan's version folder, where Triton ignores them."""
 TYPICAL_BATCH = 4
 """The profile's opt batch unless told: what Triton's dynamic batcher forms from a few concurrent
 clients, not the maximum it may form (TensorRT tunes its kernels for the opt shape). A guess until
@@ -314,8 +316,8 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, precision: str = "f
               f"host's TensorRT runtime is {server_trt}: a Triton server here will refuse the plan",
               file=sys.stderr, flush=True)
     plan_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path = Path(log_path) if log_path else plan_path.parent.parent / "build.log"
-    timing_cache = Path(timing_cache) if timing_cache else plan_path.parent.parent / "timing.cache"
+    log_path = Path(log_path) if log_path else plan_path.parent.parent / BUILD_LOG
+    timing_cache = Path(timing_cache) if timing_cache else plan_path.parent.parent / TIMING_CACHE
     log_path.parent.mkdir(parents=True, exist_ok=True)
     timing_cache.parent.mkdir(parents=True, exist_ok=True)
     typing = "strong" if strongly_typed else "weak"
