@@ -50,7 +50,7 @@ def write_input_data(out_dir: Path, engine_onnx: Path | None = None) -> dict[str
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict[str, Path]] = {}
     session = OnnxEngine(engine_onnx) if engine_onnx is not None else None
-    size = int(onnx_metadata(engine_onnx)["input_size"]) if engine_onnx is not None else 0
+    size = int(onnx_metadata(engine_onnx)[spec.OnnxMeta.INPUT_SIZE]) if engine_onnx is not None else 0
     for (w, h), data in benchmark_jpegs().items():
         label = f"{w}x{h}"
         made = files[label] = {}

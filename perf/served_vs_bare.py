@@ -60,7 +60,7 @@ def bare_engine(repo: Path) -> tuple[OnnxEngine, np.ndarray]:
     """The repository's graph in a session of its own, warmed up on the preprocessed benchmark JPEG."""
     onnx = engine_onnx(repo)
     engine = OnnxEngine(onnx, served_threads(repo))
-    size = int(onnx_metadata(onnx)["input_size"])
+    size = int(onnx_metadata(onnx)[spec.OnnxMeta.INPUT_SIZE])
     x = preprocess(benchmark_jpegs()[IMAGE], size, spec.DEFAULT_MAX_PIXELS)[0][None]
     engine.run(x)
     return engine, x

@@ -204,6 +204,19 @@ class Param:
     KEYPOINT_NAMES = "keypoint_names"
 
 
+class OnnxMeta:
+    """Keys of the metadata the ONNX export writes into the graph, which the TensorRT build and the
+    perf tools read back."""
+
+    VARIANT = "variant"
+    INPUT_SIZE = "input_size"
+    TOPK = "topk"
+    NUM_KEYPOINTS = "num_keypoints"
+    INPUT_DTYPE = "input_dtype"
+    PRECISION = "precision"
+    OPSET = "opset"
+
+
 YES, NO = "yes", "no"
 """A yes/no parameter's two values (Triton's parameters are strings)."""
 

@@ -34,6 +34,7 @@ from ..spec import (
     ENGINE_INPUT_DTYPE,
     ENGINE_OUTPUTS,
     PRECISIONS,
+    OnnxMeta,
     engine_output_shapes,
 )
 
@@ -69,13 +70,13 @@ def export_onnx(
     proto = onnx.load(str(path))
     _pin_output_shapes(proto, deploy.topk, model.num_keypoints)
     info = {
-        "variant": model.variant.name,
-        "input_size": str(size),
-        "topk": str(deploy.topk),
-        "num_keypoints": str(model.num_keypoints),
-        "input_dtype": ENGINE_INPUT_DTYPE,
-        "precision": precision,
-        "opset": str(opset),
+        OnnxMeta.VARIANT: model.variant.name,
+        OnnxMeta.INPUT_SIZE: str(size),
+        OnnxMeta.TOPK: str(deploy.topk),
+        OnnxMeta.NUM_KEYPOINTS: str(model.num_keypoints),
+        OnnxMeta.INPUT_DTYPE: ENGINE_INPUT_DTYPE,
+        OnnxMeta.PRECISION: precision,
+        OnnxMeta.OPSET: str(opset),
         **(metadata or {}),
     }
     onnx.helper.set_model_props(proto, info)

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from ...spec import ENGINE_INPUT, ENGINE_OUTPUTS, FEATMAP_STRIDES, PRECISIONS
+from ...spec import ENGINE_INPUT, ENGINE_OUTPUTS, FEATMAP_STRIDES, PRECISIONS, OnnxMeta
 from . import precision as fp32_region
 from .compat import (
     EngineRecord,
@@ -131,7 +131,8 @@ def read_onnx(path: Path) -> OnnxInfo:
         raise BuildError("reading the graph's metadata needs the onnx package: pip install onnx") from None
     proto = onnx.load(str(path), load_external_data=False)
     meta = {p.key: p.value for p in proto.metadata_props}
-    missing = [k for k in ("variant", "input_size", "topk", "input_dtype", "precision") if k not in meta]
+    m = OnnxMeta
+    missing = [k for k in (m.VARIANT, m.INPUT_SIZE, m.TOPK, m.INPUT_DTYPE, m.PRECISION) if k not in meta]
     if missing:
         raise BuildError(f"{path} lacks the metadata {', '.join(missing)}: export it with "
                          "`python -m rtmo_triton.build.export` (make build-engines does)")
@@ -149,8 +150,8 @@ def read_onnx(path: Path) -> OnnxInfo:
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return OnnxInfo(meta["variant"], int(meta["input_size"]), int(meta["topk"]), meta["input_dtype"],
-                    meta["precision"], digest.hexdigest(), region)
+    return OnnxInfo(meta[m.VARIANT], int(meta[m.INPUT_SIZE]), int(meta[m.TOPK]), meta[m.INPUT_DTYPE],
+                    meta[m.PRECISION], digest.hexdigest(), region)
 
 
 def _logger(trt, log_file: TextIO):
