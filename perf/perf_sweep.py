@@ -76,12 +76,13 @@ def run_facts(repo: Path) -> dict[str, str]:
     dists = ("nvidia-pytriton", "tritonclient", "onnxruntime", "opencv-python-headless", "simplejpeg")
     config = text_format.Parse((repo / spec.ENSEMBLE_NAME / "config.pbtxt").read_text(), mc.ModelConfig())
     p = {k: v.string_value for k, v in config.parameters.items()}
-    weights = "random weights" if p.get("random_weights") == "true" else p.get("checkpoint", "?")
+    P = spec.Param
+    weights = "random weights" if p.get(P.RANDOM_WEIGHTS) == "true" else p.get(P.CHECKPOINT, "?")
     return {"machine": f"{cpu}, {os.cpu_count()} cores, {platform.platform()}, "
                        f"Python {platform.python_version()}",
             "versions": ", ".join(f"{d} {installed[d]}" for d in (*dists, "numpy") if d in installed),
-            "model": f"RTMO-{p['variant']} {p['input_size']}px, {p['keypoint_dataset']} keypoints, "
-                     f"K={p['topk']}, engine {p['engine_flavour']}, {weights}"}
+            "model": f"RTMO-{p[P.VARIANT]} {p[P.INPUT_SIZE]}px, {p[P.KEYPOINT_DATASET]} keypoints, "
+                     f"K={p[P.TOPK]}, engine {p[P.ENGINE_FLAVOUR]}, {weights}"}
 
 
 def main(argv: list[str] | None = None) -> int:

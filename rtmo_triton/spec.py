@@ -202,6 +202,16 @@ class Param:
     NUM_KEYPOINTS = "num_keypoints"
     KEYPOINT_DATASET = "keypoint_dataset"
     KEYPOINT_NAMES = "keypoint_names"
+    # the ensemble's description of the served model, for people and tools
+    VARIANT = "variant"
+    TOPK = "topk"
+    ENGINE_FLAVOUR = "engine_flavour"
+    MAX_QUEUE = "max_queue"
+    SKELETON = "skeleton"
+    RANDOM_WEIGHTS = "random_weights"
+    WEIGHTS = "weights"
+    CHECKPOINT = "checkpoint"
+    CHECKPOINT_SHA256 = "checkpoint_sha256"
 
 
 class OnnxMeta:

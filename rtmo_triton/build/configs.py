@@ -219,10 +219,10 @@ def ensemble_config(s: RepositorySpec) -> mc.ModelConfig:
         dec.output_map[name] = name
     kp = s.keypoints
     _params(config, {
-        "variant": s.variant, P.INPUT_SIZE: s.input_size, "topk": s.topk, "engine_flavour": s.flavour,
-        P.SCORE_THR: s.score_thr, P.NMS_THR: s.nms_thr, P.MAX_PIXELS: s.max_pixels, "max_queue": s.max_queue,
+        P.VARIANT: s.variant, P.INPUT_SIZE: s.input_size, P.TOPK: s.topk, P.ENGINE_FLAVOUR: s.flavour,
+        P.SCORE_THR: s.score_thr, P.NMS_THR: s.nms_thr, P.MAX_PIXELS: s.max_pixels, P.MAX_QUEUE: s.max_queue,
         P.KEYPOINT_DATASET: kp.dataset, P.KEYPOINT_NAMES: ",".join(kp.names),
-        "skeleton": ",".join(f"{a}-{b}" for a, b in kp.skeleton), **s.provenance,
+        P.SKELETON: ",".join(f"{a}-{b}" for a, b in kp.skeleton), **s.provenance,
     })
     return config
 

@@ -35,6 +35,7 @@ from ..spec import (
     ENGINE_OUTPUTS,
     PRECISIONS,
     OnnxMeta,
+    Param,
     engine_output_shapes,
 )
 
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    export_onnx(model, args.out, args.topk, {"checkpoint": args.checkpoint.name}, precision=args.precision)
+    export_onnx(model, args.out, args.topk, {Param.CHECKPOINT: args.checkpoint.name},
+                precision=args.precision)
     print(f"{args.out}: RTMO-{model.variant.name} K={args.topk} {args.precision}")
     return 0
 

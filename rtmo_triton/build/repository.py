@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import spec
+from ..spec import Param
 from .configs import FLAVOUR_FILES, RepositorySpec, engine_onnx, load_scheduling, write_configs
 from .flavour import FLAVOURS, Flavour
 from .packages import TORCH_ENGINE, PackagingError, default_pythons, install_python_model
@@ -122,14 +123,14 @@ def load_weights(checkpoint: Path | None):
         print(banner(RANDOM_WARNING, variant=spec.DEFAULT_VARIANT.upper(), seed=RANDOM_SEED), file=sys.stderr,
               flush=True)
         model = random_model(spec.DEFAULT_VARIANT, seed=RANDOM_SEED)
-        return model, {"random_weights": "true",
-                       "weights": f"deterministic random RTMO-{spec.DEFAULT_VARIANT} (seed {RANDOM_SEED}), "
-                                  "not a trained model"}
+        weights = (f"deterministic random RTMO-{spec.DEFAULT_VARIANT} (seed {RANDOM_SEED}), "
+                   "not a trained model")
+        return model, {Param.RANDOM_WEIGHTS: "true", Param.WEIGHTS: weights}
     model, info = load_checkpoint(checkpoint)
     log(f"loaded {checkpoint}: RTMO-{info.variant}, {info.num_keypoints} keypoints"
         + (", deploy form" if info.deploy_form else ""))
-    return model, {"random_weights": "false", "checkpoint": checkpoint.name,
-                   "checkpoint_sha256": sha256(checkpoint)}
+    return model, {Param.RANDOM_WEIGHTS: "false", Param.CHECKPOINT: checkpoint.name,
+                   Param.CHECKPOINT_SHA256: sha256(checkpoint)}
 
 
 def build_or_reuse_plan(onnx_path: Path, plan: Path, precision: str, max_batch: int) -> None:
