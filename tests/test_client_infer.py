@@ -243,3 +243,25 @@ def test_results_are_numpy(monkeypatch):
 def test_no_images_no_requests():
     client = FakeClient()
     assert infer_images(client, [], "grpc", batch_size=4) == [] and client.requests == []
+
+
+def test_grpc_status_calls_give_up_at_the_timeout_on_a_host_that_never_answers():
+    """Accepts connections, says nothing: without a deadline the readiness check would wait on it."""
+    import socket
+    import threading
+
+    from rtmo_triton.client import connect
+    from rtmo_triton.client.transport import ServerUnavailable, check_ready
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held = []
+    threading.Thread(target=lambda: held.extend(listener.accept() for _ in range(4)), daemon=True).start()
+    client = connect(f"127.0.0.1:{listener.getsockname()[1]}", "grpc", timeout_s=0.5)
+    try:
+        with pytest.raises(ServerUnavailable, match="DEADLINE_EXCEEDED|Deadline Exceeded"):
+            check_ready(client, "grpc")
+    finally:
+        client.close()
+        listener.close()

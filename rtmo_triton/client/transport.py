@@ -105,7 +105,30 @@ def connect(url: str | None = None, protocol: str = "http", concurrency: int = 1
     if protocol == "http":
         return module.InferenceServerClient(url, concurrency=max(1, concurrency),
                                             connection_timeout=timeout_s, network_timeout=timeout_s)
-    return module.InferenceServerClient(url)
+    return GrpcDeadline(module.InferenceServerClient(url), timeout_s)
+
+
+class GrpcDeadline:
+    """tritonclient's gRPC client, whose status and config calls get ``timeout_s`` as their deadline
+    when given none: its HTTP client takes a timeout when it is made, the gRPC one per call only, and
+    without one a host that accepts connections but never answers would hold a client forever."""
+
+    CALLS = frozenset({"is_server_live", "is_server_ready", "is_model_ready", "get_model_config",
+                       "get_model_metadata", "get_server_metadata", "get_model_repository_index"})
+
+    def __init__(self, client: Any, timeout_s: float | None) -> None:
+        self._client, self._timeout_s = client, timeout_s
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name not in self.CALLS or not self._timeout_s:
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("client_timeout", self._timeout_s)
+            return attr(*args, **kwargs)
+
+        return call
 
 
 def describe_error(exc: BaseException) -> str:
