@@ -68,6 +68,13 @@ def sweep(server: TritonServer, model: str, input_data: Path, levels: list[int],
     return failures
 
 
+def perf_analyzer_missing() -> str | None:
+    """What to do where the tools ``make setup`` installs are not there, or None."""
+    if PERF_ANALYZER.exists():
+        return None
+    return f"{PERF_ANALYZER} missing: run `make setup` (perf/install_tools.sh)"
+
+
 def run_facts(repo: Path) -> dict[str, str]:
     """What the figures depend on, recorded when they are measured."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -95,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default=",".join(MODELS))
     args = p.parse_args(argv)
     exit_on_sigterm()
-    if not PERF_ANALYZER.exists():
-        print(f"{PERF_ANALYZER} missing: run `make setup` (perf/install_tools.sh)", file=sys.stderr)
+    if missing := perf_analyzer_missing():
+        print(missing, file=sys.stderr)
         return 2
     if not (args.model_repository / spec.ENSEMBLE_NAME / "config.pbtxt").exists():
         print(f"no model in {args.model_repository}: run `make build-engines` first", file=sys.stderr)

@@ -30,7 +30,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from perf.inputs import benchmark_jpegs, write_input_data
-from perf.perf_sweep import PERF_ANALYZER, perf_analyzer, server_stats
+from perf.perf_sweep import perf_analyzer, perf_analyzer_missing, server_stats
 from rtmo_triton import spec
 from rtmo_triton.build.configs import engine_onnx
 from rtmo_triton.build.export import onnx_metadata
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window-requests", type=int, default=24)
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "perf")
     args = p.parse_args(argv)
-    if not PERF_ANALYZER.exists():
-        print(f"{PERF_ANALYZER} missing: run `make setup` (perf/install_tools.sh)", file=sys.stderr)
+    if missing := perf_analyzer_missing():
+        print(missing, file=sys.stderr)
         return 2
     exit_on_sigterm()
     args.out.mkdir(parents=True, exist_ok=True)

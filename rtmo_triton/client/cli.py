@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ import cv2
 from .. import spec
 from ..served.image_io import ImageError, decode_bgr
 from .arguments import positive_float, positive_int, server_url, unit_float
-from .files import IMAGE_EXTENSIONS, ImageFile, find_images
+from .files import IMAGE_EXTENSIONS, ImageFile, find_images, write_text_whole
 from .infer import infer_images
 from .overlay import DEFAULT_KPT_THR, draw_overlay
 from .people import People
@@ -181,6 +180,4 @@ def _write_json(destination: str, records: list[dict]) -> None:
     if destination == "-":
         sys.stdout.write(text)
         return
-    partial = Path(f"{destination}.partial")  # a run stopped while writing leaves no torn FILE
-    partial.write_text(text)
-    os.replace(partial, destination)
+    write_text_whole(destination, text)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ import numpy as np
 from .. import spec
 from .arguments import positive_float, positive_int, server_url
 from .cli import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE
+from .files import write_text_whole
 from .infer import infer_images
 from .people import People
 from .records import COORD_DECIMALS
@@ -189,10 +189,8 @@ class Progress:
                 break
             self.done[record["image_id"]] = record["results"]
         path.parent.mkdir(parents=True, exist_ok=True)
-        rewrite = path.with_name(path.name + ".tmp")  # a run killed while rewriting loses nothing done
-        rewrite.write_text("".join(json.dumps(r) + "\n" for r in (header, *(
+        write_text_whole(path, "".join(json.dumps(r) + "\n" for r in (header, *(
             {"image_id": k, "results": v} for k, v in self.done.items()))))
-        os.replace(rewrite, path)
 
     def add(self, image_id: int, results: list[dict]) -> None:
         self.done[image_id] = results

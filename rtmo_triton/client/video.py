@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Generic, TextIO, TypeVar
 
@@ -253,7 +254,7 @@ class Stats:
 
     def percentiles(self, window: int | None = None) -> tuple[float, float]:
         """Latency p50 and p95 in ms (NaN before the first reply)."""
-        lat = list(self.latencies_ms)[-window:] if window else self.latencies_ms
+        lat = list(islice(reversed(self.latencies_ms), window)) if window else self.latencies_ms
         if not lat:
             return float("nan"), float("nan")
         p50, p95 = np.percentile(lat, [50, 95])

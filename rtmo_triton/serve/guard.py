@@ -208,7 +208,5 @@ class Guard:
 
     def stop(self) -> None:
         """No more looks or reloads; ``/ready`` says the server is shutting down from now on."""
-        with self._lock:
-            self._stop.set()
-            self.health = Health([SHUTTING_DOWN], set(self.health.reloading), self.health.reloads,
-                                 len(self.stale))
+        self._stop.set()
+        self._report([])
