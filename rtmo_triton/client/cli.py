@@ -17,8 +17,9 @@ import cv2
 
 from .. import spec
 from ..served.image_io import ImageError, decode_bgr
+from ..whole_files import write_whole
 from .arguments import positive_float, positive_int, server_url, unit_float
-from .files import IMAGE_EXTENSIONS, ImageFile, find_images, write_text_whole
+from .files import IMAGE_EXTENSIONS, ImageFile, find_images
 from .infer import infer_images
 from .overlay import DEFAULT_KPT_THR, draw_overlay
 from .people import People
@@ -180,4 +181,4 @@ def _write_json(destination: str, records: list[dict]) -> None:
     if destination == "-":
         sys.stdout.write(text)
         return
-    write_text_whole(destination, text)
+    write_whole(destination, text)

@@ -29,9 +29,9 @@ from typing import Any, TextIO
 import numpy as np
 
 from .. import spec
+from ..whole_files import write_whole
 from .arguments import positive_float, positive_int, server_url
 from .cli import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE
-from .files import write_text_whole
 from .infer import infer_images
 from .people import People
 from .records import COORD_DECIMALS
@@ -189,7 +189,7 @@ class Progress:
                 break
             self.done[record["image_id"]] = record["results"]
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_whole(path, "".join(json.dumps(r) + "\n" for r in (header, *(
+        write_whole(path, "".join(json.dumps(r) + "\n" for r in (header, *(
             {"image_id": k, "results": v} for k, v in self.done.items()))))
 
     def add(self, image_id: int, results: list[dict]) -> None:

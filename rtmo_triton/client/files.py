@@ -1,4 +1,4 @@
-"""Which images to send, a unique output name for each, and results written whole.
+"""Which images to send, and a unique output name for each.
 
 Names mirror the path below the folder they were found in, so images with the
 same stem in different sub-folders (or with different extensions) never
@@ -19,18 +19,6 @@ class ImageFile:
     path: Path
     key: str
     """Unique output stem, '/'-separated relative path without extension (e.g. ``sub/img``)."""
-
-
-def write_text_whole(path: str | os.PathLike, text: str) -> None:
-    """``path`` holds ``text`` or what it held before, never a part: a run stopped while writing
-    loses nothing it had written earlier."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        partial.write_text(text)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def is_image_name(path: str | os.PathLike) -> bool:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ...spec import ENGINE_INPUT, ENGINE_OUTPUTS, FEATMAP_STRIDES, PRECISIONS, OnnxMeta
+from ...whole_files import write_whole
 from . import precision as fp32_region
 from .compat import (
     EngineRecord,
@@ -243,15 +244,6 @@ def _timing_cache(config, path: Path):
     config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + ".partial")
-    try:
-        partial.write_bytes(data)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 def _typing(trt, info: OnnxInfo, precision: str, strongly_typed: bool, onnx_path: Path) -> int:
     """Network creation flags, after checking that the graph fits the requested form."""
     if strongly_typed:
@@ -351,10 +343,10 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, precision: str = "f
             if monitor.cancelled:
                 raise BuildError("build cancelled; the previous plan, if any, is untouched")
             raise BuildError(f"TensorRT failed to build the plan; the errors are above and in {log_path}")
-        _write_atomically(timing_cache, bytes(config.get_timing_cache().serialize()))
+        write_whole(timing_cache, bytes(config.get_timing_cache().serialize()))
         # The old record goes first: a plan without a record is refused, never mistaken for the old one.
         record_path(plan_path).unlink(missing_ok=True)
-        _write_atomically(plan_path, bytes(serialized))
+        write_whole(plan_path, bytes(serialized))
     record = EngineRecord(
         tensorrt_version=platform.tensorrt_version, gpu_name=platform.gpu_name,
         compute_capability=platform.compute_capability, precision=precision, typing=typing,
