@@ -37,7 +37,10 @@ def gpu_check(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.server
 def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
     require_server()
-    done = gpu_check("--dry-run", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"))
+    tuned = tmp_path / "tuned.json"  # instances of the served models come from a tuned file, as in the build
+    tuned.write_text(json.dumps({spec.PREPROCESS_NAME: {"instances": 3}, spec.DECODE_NAME: {"instances": 1}}))
+    done = gpu_check("--dry-run", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
+                     "--tuned", str(tuned), "--concurrencies", "1,3")
     print(done.stdout[-3000:], done.stderr[-3000:])
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
@@ -57,12 +60,24 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
     assert sections["ceiling"]["variants"]["t"]["1"]["eager"]["images_per_s"] > 0
     assert "skipped" in sections["copies"]
     served = sections["served"]
+    assert [level["concurrency"] for level in served["levels"]] == [1, 3]
     assert all(level["ok"] == level["requests"] for level in served["levels"])
+    assert served["shm_regions"] == served["instances"] == {spec.PREPROCESS_NAME: 3, spec.ENGINE_NAME: 2,
+                                                            spec.DECODE_NAME: 1}
     assert served["max_batch_phase"]["ok"] == served["max_batch_phase"]["requests"]
     assert set(served["shm_bytes_per_model"]) == {spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME}
     assert all(size > 0 for size in served["shm_bytes_per_model"].values())
     md = (tmp_path / "out" / "gpu_check.md").read_text()
     assert md.startswith("# GPU check — DRY RUN on the CPU") and "| t (fixture checkpoint) | fp16 |" in md
+    assert f"| concurrency | {spec.PREPROCESS_NAME} (3) | {spec.ENGINE_NAME} (2) | {spec.DECODE_NAME} (1) |" in md
+
+
+@pytest.mark.parametrize(("flag", "value", "says"), [("--concurrencies", "1,x", "comma-separated whole numbers"),
+                                                     ("--concurrencies", "0,4", "at least one request"),
+                                                     ("--tuned", "/nonexistent/tuned.json", "no such file")])
+def test_bad_served_settings_are_usage_errors(tmp_path, flag, value, says):
+    done = gpu_check("--dry-run", "--sections", "served", "--out", str(tmp_path / "out"), flag, value)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
 
 
 def test_without_a_gpu_the_real_run_refuses(tmp_path):

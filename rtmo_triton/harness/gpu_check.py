@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
+from .. import spec
 from . import FIXTURES
 
 CHECKPOINT_T = FIXTURES / "rtmo-t" / "rtmo-t_random_seed0.pth"
@@ -58,6 +59,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variants", default=None, help="random-weight variants (default s,m,l; dry run: none)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile in the ceiling (slow)")
     p.add_argument("--label", default="", help="what is being measured, e.g. the commit")
+    p.add_argument("--tuned", type=Path, default=None,
+                   help="served: a tuned file (instances, batching per model) as `make build-engines TUNED=`")
+    p.add_argument("--concurrencies", default=None,
+                   help="served: requests in flight per load level (default 1,2,4,8,16; dry run: 1,2)")
     p.add_argument("--deadline-s", type=float, default=0,
                    help="start no section after this many seconds (0: no limit); the report keeps what ran")
     args = p.parse_args(argv)
@@ -66,6 +71,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.variants = "" if args.dry_run else "s,m,l"
     args.variants = [v for v in args.variants.split(",") if v]
     args.sections = [s for s in args.sections.split(",") if s]
+    if args.tuned is not None and not args.tuned.is_file():
+        p.error(f"--tuned: no such file: {args.tuned}")
+    try:
+        args.concurrencies = tuple(int(c) for c in (args.concurrencies or ("1,2" if args.dry_run else
+                                                                           "1,2,4,8,16")).split(","))
+    except ValueError:
+        p.error(f"--concurrencies: comma-separated whole numbers, not {args.concurrencies!r}")
+    if min(args.concurrencies) < 1:
+        p.error("--concurrencies: each level needs at least one request in flight")
     return args
 
 
@@ -292,6 +306,17 @@ def _served(s: dict) -> list[str]:
         lines.append(_row(lv["concurrency"], f"{lv['ok']}/{lv['requests']}", f"{lv['images_per_s']:.1f}",
                           f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f}", _f(e.get("mean_batch")),
                           f"{_f(e.get('queue_ms'))} / {_f(e.get('compute_ms'))}"))
+    models = [m for m in (spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME)
+              if any(m in lv["models"] for lv in s["levels"])]
+    if models:
+        lines += ["", "Per composing model (its instances), at each concurrency: mean batch · queue ms · "
+                  "compute ms per batch, from Triton's metrics:", ""]
+        instances = s.get("instances") or s.get("shm_regions", {})  # older reports: one region per instance
+        lines += _table(("concurrency", *(f"{m} ({instances.get(m, '?')})" for m in models)))
+        for lv in s["levels"]:
+            cells = (lv["models"].get(m, {}) for m in models)
+            lines.append(_row(lv["concurrency"], *(f"{_f(c.get('mean_batch'))} · {_f(c.get('queue_ms'))} · "
+                                                   f"{_f(c.get('compute_ms'))}" for c in cells)))
     lines += ["", "Python backend shared memory after the max-batch phase (the peak: regions never shrink):",
               ""]
     lines += _table(("model", "instances", "/dev/shm MiB"))
@@ -421,8 +446,8 @@ def _serve(args, root: Path, work: Path, jpegs: list[bytes], carried: list[Path]
 
     return serve_and_load(root=root, work=work, images=jpegs, carried=carried,
                           checkpoint=CHECKPOINT_T if args.dry_run else None,
-                          max_batch=2 if args.dry_run else 8,
-                          concurrencies=(1, 2) if args.dry_run else (1, 2, 4, 8, 16),
+                          max_batch=2 if args.dry_run else 8, tuned=args.tuned,
+                          concurrencies=args.concurrencies,
                           level_s=1.0 if args.dry_run else 8.0)
 
 

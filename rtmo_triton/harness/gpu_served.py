@@ -73,7 +73,7 @@ def launch(root: Path) -> tuple[list[str], dict[str, str]]:
 
 
 def build_repository(repo: Path, *, checkpoint: Path | None, max_batch: int, carried: list[Path],
-                     log=print) -> None:
+                     tuned: Path | None = None, log=print) -> None:
     """Torch flavour, the packages of this interpreter (``carried`` wheels ahead of them); a busy server
     must queue, not refuse (load test)."""
     from ..build import repository
@@ -83,6 +83,8 @@ def build_repository(repo: Path, *, checkpoint: Path | None, max_batch: int, car
             "--max-batch", str(max_batch), "--max-queue", "0", "--workspace", str(repo.parent / "ws")]
     if checkpoint is not None:
         args += ["--checkpoint", str(checkpoint)]
+    if tuned is not None:
+        args += ["--tuned", str(tuned)]
     code = repository.main(args)
     if code != 0:
         raise ServedError(f"make build-engines failed ({code})")
@@ -159,15 +161,17 @@ def _latency(outcomes) -> dict[str, float]:
 
 def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list[Path],
                    checkpoint: Path | None, max_batch: int, concurrencies: tuple[int, ...], level_s: float,
-                   log=print) -> dict:
+                   tuned: Path | None = None, log=print) -> dict:
     """Build, start, warm up, then one load level per concurrency and a max-batch phase."""
+    from ..build.configs import load_scheduling
     from ..client.transport import connect, run_requests
 
     repo = work / "repo"
     t0 = time.perf_counter()
-    build_repository(repo, checkpoint=checkpoint, max_batch=max_batch, carried=carried, log=log)
+    build_repository(repo, checkpoint=checkpoint, max_batch=max_batch, carried=carried, tuned=tuned, log=log)
     result: dict = {"build_s": round(time.perf_counter() - t0, 1), "max_batch": max_batch,
-                    "images": len(images), "levels": []}
+                    "images": len(images), "levels": [], "tuned": str(tuned) if tuned else None,
+                    "instances": {m: s.instances for m, s in load_scheduling(tuned).items()}}
     log_path = work / "tritonserver.log"
     # room in Triton's CUDA memory pool (64 MiB by default), which may back the GPU tensors a Python model
     # hands over: 8 images of engine outputs are 23 MiB
