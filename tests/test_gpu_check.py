@@ -69,12 +69,15 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
     assert all(size > 0 for size in served["shm_bytes_per_model"].values())
     md = (tmp_path / "out" / "gpu_check.md").read_text()
     assert md.startswith("# GPU check — DRY RUN on the CPU") and "| t (fixture checkpoint) | fp16 |" in md
-    assert f"| concurrency | {spec.PREPROCESS_NAME} (3) | {spec.ENGINE_NAME} (2) | {spec.DECODE_NAME} (1) |" in md
+    assert (f"| concurrency | {spec.PREPROCESS_NAME} (3) | {spec.ENGINE_NAME} (2) | {spec.DECODE_NAME} (1) |"
+            in md)
 
 
-@pytest.mark.parametrize(("flag", "value", "says"), [("--concurrencies", "1,x", "comma-separated whole numbers"),
-                                                     ("--concurrencies", "0,4", "at least one request"),
-                                                     ("--tuned", "/nonexistent/tuned.json", "no such file")])
+@pytest.mark.parametrize(("flag", "value", "says"), [
+    ("--concurrencies", "1,x", "comma-separated whole numbers"),
+    ("--concurrencies", "0,4", "at least one request"),
+    ("--tuned", "/nonexistent/tuned.json", "no such file"),
+])
 def test_bad_served_settings_are_usage_errors(tmp_path, flag, value, says):
     done = gpu_check("--dry-run", "--sections", "served", "--out", str(tmp_path / "out"), flag, value)
     assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
@@ -107,6 +110,9 @@ def test_markdown_gives_the_engines_gpu_memory_where_it_was_measured():
             "errors": {}, "seconds": {"ceiling": 1.0}}
     md = markdown(data)
     assert "| s | 8 | cuda_graph | 900 | 8.90 | 8.80 / 9.50 |" in md
+    assert "(deploy graph alone, FP16 on cuda:0," in md
+    data["sections"]["ceiling"] = {**ceiling, "precision": "fp32"}
+    assert "(deploy graph alone, FP32 (TF32 off) on cuda:0," in markdown(data)
     assert "per variant (weights, every batch above, their CUDA graphs in one pool): RTMO-s 812 MiB, " \
            "RTMO-l 2050 MiB" in md
 

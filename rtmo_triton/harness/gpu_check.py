@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sections", default="numerics,dcc_probe,served,ceiling,copies")
     p.add_argument("--variants", default=None, help="random-weight variants (default s,m,l; dry run: none)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile in the ceiling (slow)")
+    p.add_argument("--precision", choices=spec.PRECISIONS, default=spec.DEFAULT_PRECISION,
+                   help="the ceiling's network on CUDA (fp32: TF32 off; on the CPU always fp32)")
     p.add_argument("--label", default="", help="what is being measured, e.g. the commit")
     p.add_argument("--tuned", type=Path, default=None,
                    help="served: a tuned file (instances, batching per model) as `make build-engines TUNED=`")
@@ -261,7 +263,10 @@ def _probe(p: dict) -> list[str]:
 
 def _ceiling(ceiling: dict) -> list[str]:
     results = ceiling["variants"]
-    lines = [f"## Engine ceiling (deploy graph alone, {ceiling['precision'].upper()} on {ceiling['device']}, "
+    precision = ceiling["precision"].upper()
+    if precision == "FP32" and ceiling["device"].startswith("cuda"):
+        precision += " (TF32 off)"
+    lines = [f"## Engine ceiling (deploy graph alone, {precision} on {ceiling['device']}, "
              "channels-last on CUDA; no server, no pre/post)", ""]
     lines += _table(("variant", "batch", "mode", "images/s", "batch ms (mean)", "latency p50 / p99 ms",
                      "paper: V100 ONNX Runtime ms/image"))
@@ -391,7 +396,7 @@ def ceiling_section(args, device) -> dict:
     variants = args.variants or ["t"]
     batches = (1, 2) if args.dry_run else (1, 8, 32)
     modes = ("eager", "cuda_graph") + (("compile",) if args.compile else ())
-    precision = "fp32" if device.type == "cpu" else "fp16"
+    precision = "fp32" if device.type == "cpu" else args.precision
     out = {"precision": precision, "device": str(device), "variants": {}, "peak_reserved_mib": {}}
     for variant in variants:  # dry run: the fixture checkpoint loads faster than random weights settle
         model = load_checkpoint(CHECKPOINT_T)[0] if args.dry_run else random_model(variant)
