@@ -3,9 +3,10 @@
 # It serves a repository built for the GPU model it runs on (README, "Production on a GPU"), mounted
 # at /models or given as an s3:// / gs:// URL in place of /models. From the checkout:
 #   docker build -f deploy/docker/gpu.Dockerfile -t rtmo-triton:gpu .
-#   docker run --gpus all --shm-size=256m -p 8000-8003:8000-8003 -v "$PWD/model_repository:/models" rtmo-triton:gpu
+#   docker run --gpus all --shm-size=512m -p 8000-8003:8000-8003 -v "$PWD/model_repository:/models" rtmo-triton:gpu
 # 8000 HTTP, 8001 gRPC, 8002 metrics, 8003 health (/ready, /live). --shm-size: the Python models
-# (preprocess, decode) peaked at 72 MiB of shared memory at batch 8 (README, "Shared memory").
+# peaked at 126 MiB of shared memory at batch 8 on an H200, 300 MiB with 8 preprocess and 6 decode
+# instances (README, "Shared memory").
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 FROM ${TRITON_IMAGE}
 
