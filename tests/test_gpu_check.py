@@ -61,6 +61,8 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
     assert "skipped" in sections["copies"]
     served = sections["served"]
     assert [level["concurrency"] for level in served["levels"]] == [1, 3]
+    cpus = report["environment"]["cpus"]
+    assert all(0 < level["client_cores"] < level["host_cores_busy"] <= cpus for level in served["levels"])
     assert all(level["ok"] == level["requests"] for level in served["levels"])
     assert served["shm_regions"] == served["instances"] == {spec.PREPROCESS_NAME: 3, spec.ENGINE_NAME: 2,
                                                             spec.DECODE_NAME: 1}

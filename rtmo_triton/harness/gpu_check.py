@@ -305,12 +305,14 @@ def _served(s: dict) -> list[str]:
              f"{s['images']} real JPEGs cycled, one image per request over gRPC, max batch "
              f"{s['max_batch']}.", ""]
     lines += _table(("concurrency", "requests ok", "images/s", "latency p50 / p90 / p99 ms",
-                     "engine mean batch", "engine queue / compute ms"))
+                     "engine mean batch", "engine queue / compute ms", "host cores busy (load generator)"))
     for lv in s["levels"]:
         e, lat = lv["models"].get("rtmo_engine", {}), lv["latency_ms"]
+        cores = (f"{lv['host_cores_busy']:.1f} ({lv['client_cores']:.1f})" if "host_cores_busy" in lv
+                 else "not recorded")
         lines.append(_row(lv["concurrency"], f"{lv['ok']}/{lv['requests']}", f"{lv['images_per_s']:.1f}",
                           f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f}", _f(e.get("mean_batch")),
-                          f"{_f(e.get('queue_ms'))} / {_f(e.get('compute_ms'))}"))
+                          f"{_f(e.get('queue_ms'))} / {_f(e.get('compute_ms'))}", cores))
     models = [m for m in (spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME)
               if any(m in lv["models"] for lv in s["levels"])]
     if models:

@@ -102,6 +102,21 @@ def torch_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def host_cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) time of all CPUs since boot, from ``/proc/stat``: whether the host's cores, rather
+    than the GPU, were what a load level ran out of."""
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text()
+                                                                .split("\n", 1)[0].split()[1:9])
+    total = user + nice + system + idle + iowait + irq + softirq + steal  # guest time is inside user
+    return total - idle - iowait, total
+
+
+def cores_used(before: tuple[int, int], after: tuple[int, int], cpus: int) -> float:
+    """How many of ``cpus`` cores were busy on average between two ``host_cpu_jiffies`` readings."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return busy / total * cpus if total > 0 else 0.0
+
+
 def read_metrics(url: str) -> dict[tuple[str, str], float]:
     """(metric, model) → value of the counters in ``METRICS``."""
     with urllib.request.urlopen(url, timeout=10) as r:
@@ -198,16 +213,20 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list
                 n = max(4 * c, int(level_s * rate * 1.5)) if rate else 4 * c
                 requests = [[images[i % len(images)]] for i in range(n)]
                 before = read_metrics(server.metrics_url)
+                host0, own0 = host_cpu_jiffies(), os.times()
                 start = time.perf_counter()
                 outcomes = run_requests(client, "grpc", spec.ENSEMBLE_NAME, requests, concurrency=c,
                                         retries=0)
                 wall = time.perf_counter() - start
+                host1, own1 = host_cpu_jiffies(), os.times()
                 stats = model_stats(before, read_metrics(server.metrics_url))
                 ok = sum(o.error is None for o in outcomes)
                 rate = ok / wall
                 errors = sorted({str(o.error)[:200] for o in outcomes if o.error is not None})
                 level = {"concurrency": c, "requests": n, "ok": ok, "errors": errors[:3],
-                         "images_per_s": rate, "latency_ms": _latency(outcomes), "models": stats}
+                         "images_per_s": rate, "latency_ms": _latency(outcomes), "models": stats,
+                         "host_cores_busy": cores_used(host0, host1, os.cpu_count() or 1),
+                         "client_cores": (own1.user + own1.system - own0.user - own0.system) / wall}
                 result["levels"].append(level)
                 log(f"[served] concurrency {c}: {rate:.1f} images/s, p50 {level['latency_ms']['p50']:.1f} "
                     f"ms, engine batch {stats.get(spec.ENGINE_NAME, {}).get('mean_batch')}, {n - ok} errors")
