@@ -17,7 +17,6 @@ deploy graph as PyTorch weights.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import warnings
 from pathlib import Path
@@ -110,14 +109,6 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
     """The metadata_props written by ``export_onnx``."""
     proto = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in proto.metadata_props}
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:

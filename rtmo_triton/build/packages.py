@@ -54,7 +54,7 @@ def pins_for(model: str, python: str) -> tuple[str, ...]:
                  for pin in SERVED_PACKAGES[model])
 
 
-CODE = ("__init__.py", "spec.py", "people.py", "served")
+CODE = ("__init__.py", "spec.py", "people.py", "digest.py", "served")
 """The parts of ``rtmo_triton`` that run inside the server; nothing else of the package is vendored."""
 EXTRA_CODE = {TORCH_ENGINE: ("model",)}
 """More of the package for one model: the torch engine rebuilds our PyTorch deploy graph."""

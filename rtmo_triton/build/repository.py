@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import spec
+from ..digest import file_sha256
 from ..spec import Param
 from .configs import FLAVOUR_FILES, RepositorySpec, engine_onnx, load_scheduling, write_configs
 from .flavour import FLAVOURS, Flavour
@@ -117,7 +118,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_weights(checkpoint: Path | None):
     """The model and what to say about its weights in the served config."""
     from ..model import load_checkpoint, random_model
-    from .export import sha256
 
     if checkpoint is None:
         print(banner(RANDOM_WARNING, variant=spec.DEFAULT_VARIANT.upper(), seed=RANDOM_SEED), file=sys.stderr,
@@ -130,12 +130,11 @@ def load_weights(checkpoint: Path | None):
     log(f"loaded {checkpoint}: RTMO-{info.variant}, {info.num_keypoints} keypoints"
         + (", deploy form" if info.deploy_form else ""))
     return model, {Param.RANDOM_WEIGHTS: "false", Param.CHECKPOINT: checkpoint.name,
-                   Param.CHECKPOINT_SHA256: sha256(checkpoint)}
+                   Param.CHECKPOINT_SHA256: file_sha256(checkpoint)}
 
 
 def build_or_reuse_plan(onnx_path: Path, plan: Path, precision: str, max_batch: int) -> None:
     """Rebuilding takes minutes: keep a plan built from this very graph, for this host, as asked."""
-    from .export import sha256
     from .trt.build import build_plan, typical_batch
     from .trt.compat import EngineMismatch, check_compat, current_platform, read_record
 
@@ -145,7 +144,7 @@ def build_or_reuse_plan(onnx_path: Path, plan: Path, precision: str, max_batch: 
         except EngineMismatch:
             record = None
         # the profile must start at 1: Triton sends single images too
-        wanted = (sha256(onnx_path), precision, 1, typical_batch(max_batch), max_batch)
+        wanted = (file_sha256(onnx_path), precision, 1, typical_batch(max_batch), max_batch)
         if record and (record.onnx_sha256, record.precision, record.min_batch, record.opt_batch,
                        record.max_batch) == wanted:
             problems, _ = check_compat(record, current_platform())

@@ -15,7 +15,6 @@ carries packages only and works on every Triton release unchanged.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import sys
@@ -23,6 +22,8 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+from ..digest import file_sha256
 
 PACKAGES_DIR = "packages"
 """Folder beside ``model.py`` holding one archive per Python version."""
@@ -65,12 +66,8 @@ def use_bundled_packages(version_dir: str | Path) -> Path | None:
 
 def _unpacked(archive: Path) -> Path:
     """Unpack once per archive content; concurrent loaders race to an atomic rename, the loser cleans up."""
-    digest = hashlib.sha256()
-    with open(archive, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
     cache = Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "rtmo-triton-packages")
-    target = cache / f"{archive.name.removesuffix('.tar.gz')}-{digest.hexdigest()[:16]}"
+    target = cache / f"{archive.name.removesuffix('.tar.gz')}-{file_sha256(archive)[:16]}"
     if target.is_dir():
         return target
     cache.mkdir(parents=True, exist_ok=True)

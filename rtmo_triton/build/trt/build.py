@@ -25,7 +25,6 @@ machines without it (CPU CI), where ``build_plan`` fails with a clear error.
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
+from ...digest import file_sha256
 from ...spec import ENGINE_INPUT, ENGINE_OUTPUTS, FEATMAP_STRIDES, PRECISIONS, OnnxMeta
 from ...whole_files import write_whole
 from . import precision as fp32_region
@@ -147,12 +147,8 @@ def read_onnx(path: Path) -> OnnxInfo:
         region = fp32_region.geometry_region(proto)
     except ValueError as exc:
         raise BuildError(f"{path}: {exc}") from None
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
     return OnnxInfo(meta[m.VARIANT], int(meta[m.INPUT_SIZE]), int(meta[m.TOPK]), meta[m.INPUT_DTYPE],
-                    meta[m.PRECISION], digest.hexdigest(), region)
+                    meta[m.PRECISION], file_sha256(path), region)
 
 
 def _logger(trt, log_file: TextIO):
