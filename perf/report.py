@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
           "by `make report`.\n", *(f"- {k.capitalize()}: {run.get(k, 'not recorded')}"
                                    for k in ("machine", "versions", "model")),
           f"- tritonserver start to ensemble ready: {run.get('start_seconds', float('nan')):.2f} s",
+          *(["\nWith random weights every one of the engine's K candidates passes the score threshold and "
+             "NMS, so the decoder and the response carry K people per image; a trained checkpoint gives only "
+             "the people in the picture."] if "random weights" in run.get("model", "") else []),
           "\nRuns minutes apart on a shared machine differ noticeably: quote the alternated served/bare "
           "measurement. In-server times of the Python stages exceed their one-thread micro-benchmarks "
           "because every stage shares the cores with the engine.",
