@@ -62,7 +62,9 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
     served = sections["served"]
     assert [level["concurrency"] for level in served["levels"]] == [1, 3]
     cpus = report["environment"]["cpus"]
-    assert all(0 < level["client_cores"] < level["host_cores_busy"] <= cpus for level in served["levels"])
+    for level in served["levels"]:  # CPU time comes in 10 ms ticks: a short level's client may show 0
+        assert 0 <= level["client_cores"] <= level["host_cores_busy"] <= cpus, level
+        assert level["host_cores_busy"] > 0, level  # the server worked during every level
     assert all(level["ok"] == level["requests"] for level in served["levels"])
     assert served["shm_regions"] == served["instances"] == {spec.PREPROCESS_NAME: 3, spec.ENGINE_NAME: 2,
                                                             spec.DECODE_NAME: 1}
