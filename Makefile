@@ -18,15 +18,17 @@ TUNED ?=
 PYTHONS ?=
 ENGINE_THREADS ?=
 ENGINE ?=
+PREPROCESS ?=
 PRECISION ?=
 OUT ?= out
-TRITONSERVER ?= $(firstword $(wildcard /opt/tritonserver/bin/tritonserver) $(VENV)/bin/rtmo-tritonserver)
+TRITONSERVER ?=
 SETUP_STAMP := $(VENV)/.setup-done
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # NVIDIA's TensorRT container has TensorRT's Python module in its system interpreter: let the venv see it.
 VENV_FLAGS ?= $(shell $(PYTHON) -c "import tensorrt" >/dev/null 2>&1 && echo --system-site-packages)
 
 BUILD_FLAGS = --model-repository $(MODEL_REPOSITORY) $(if $(ENGINE),--engine $(ENGINE)) \
+	$(if $(PREPROCESS),--preprocess $(PREPROCESS)) \
 	$(if $(PRECISION),--precision $(PRECISION)) \
 	$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(TOPK),--topk $(TOPK)) \
 	$(if $(SCORE_THR),--score-thr $(SCORE_THR)) $(if $(NMS_THR),--nms-thr $(NMS_THR)) \
@@ -62,9 +64,11 @@ build-engines: $(SETUP_STAMP)  ## fill MODEL_REPOSITORY from CHECKPOINT (random 
 $(MODEL_REPOSITORY)/rtmo/config.pbtxt:
 	$(MAKE) build-engines
 
-serve: $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## tritonserver on 127.0.0.1 (HTTP 8000, gRPC 8001, metrics 8002)
-	$(TRITONSERVER) --model-repository $(MODEL_REPOSITORY) \
-		--http-address 127.0.0.1 --grpc-address 127.0.0.1
+SERVE_FLAGS ?=
+# rtmo-serve picks the server itself (NVIDIA's, else PyPI's); TRITONSERVER=path overrides it.
+serve: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## rtmo-serve, any engine flavour, on 127.0.0.1 (HTTP 8000, gRPC 8001, metrics 8002, health 8003); SERVE_FLAGS=
+	$(if $(TRITONSERVER),TRITONSERVER='$(TRITONSERVER)') \
+		$(VENV)/bin/rtmo-serve --model-repository $(MODEL_REPOSITORY) $(SERVE_FLAGS)
 
 lint: $(SETUP_STAMP)  ## ruff
 	$(VENV)/bin/ruff check .

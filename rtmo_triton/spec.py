@@ -175,6 +175,17 @@ DEFAULT_REPOSITORY = "model_repository"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002, "health": 8003}
 """Triton's own defaults, and rtmo-serve's guard (``/ready``, ``/live``) next to them."""
 
+CUDA_MEMORY_POOL_BYTES = 1 << 30
+"""Triton's CUDA memory pool per GPU (its own default: 64 MiB). GPU tensors that Python models hand each
+other travel through it: a batch of 8 is 9.4 MiB of letterboxed input and 23 MiB of engine outputs, for
+each request in flight between two models."""
+
+
+def cuda_pool_flag(gpu: int) -> str:
+    """The tritonserver flag sizing GPU ``gpu``'s pool to ``CUDA_MEMORY_POOL_BYTES``."""
+    return f"--cuda-memory-pool-byte-size={gpu}:{CUDA_MEMORY_POOL_BYTES}"
+
+
 MODEL_VERSION = "1"
 """The one version folder of every model in the repository."""
 
@@ -197,6 +208,7 @@ class Param:
     INTRA_OP_THREADS = "intra_op_threads"
     PRECISION = "precision"
     CUDA_GRAPHS = "cuda_graphs"
+    NEEDS_TORCH = "needs_torch"  # YES on a model importing PyTorch (serve/tritonserver.py finds one)
     SCORE_THR = "score_thr"
     NMS_THR = "nms_thr"
     NUM_KEYPOINTS = "num_keypoints"
@@ -206,6 +218,7 @@ class Param:
     VARIANT = "variant"
     TOPK = "topk"
     ENGINE_FLAVOUR = "engine_flavour"
+    PREPROCESS = "preprocess"
     MAX_QUEUE = "max_queue"
     SKELETON = "skeleton"
     RANDOM_WEIGHTS = "random_weights"

@@ -123,3 +123,26 @@ def test_written_files_and_python_side_parameters(tmp_path):
                                                 spec.DECODE_NAME}
     as_json = json.dumps({"parameters": {"score_thr": {"string_value": "0.2"}}})  # what initialize() gets
     assert read_parameters(as_json) == {"score_thr": "0.2"}
+
+
+def test_gpu_preprocess_models_run_beside_the_engine_and_take_device_tensors():
+    """``PREPROCESS=gpu``: the same tensors and ensemble; the preprocess and decode models run where the
+    engine does, take their inputs without a host copy and say they need PyTorch."""
+    for flavour, device, kind in (("trt", "cuda", mc.ModelInstanceGroup.KIND_GPU),
+                                  ("torch", "cuda", mc.ModelInstanceGroup.KIND_GPU),
+                                  ("onnx", "cpu", mc.ModelInstanceGroup.KIND_CPU)):
+        cpu = parsed(replace(BASE, flavour=flavour, engine_device=device))
+        gpu = parsed(replace(BASE, flavour=flavour, engine_device=device, preprocess="gpu"))
+        assert params(gpu[spec.ENSEMBLE_NAME])[spec.Param.PREPROCESS] == "gpu"
+        assert params(cpu[spec.ENSEMBLE_NAME])[spec.Param.PREPROCESS] == "cpu"
+        for name in (spec.PREPROCESS_NAME, spec.DECODE_NAME):
+            got, was = gpu[name], cpu[name]
+            assert got.instance_group[0].kind == kind, (flavour, name)
+            assert was.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+            assert params(got)[spec.Param.NEEDS_TORCH] == spec.YES
+            assert spec.Param.NEEDS_TORCH not in params(was)
+            assert params(got)["FORCE_CPU_ONLY_INPUT_TENSORS"] == spec.NO
+            assert list(got.input) == list(was.input) and list(got.output) == list(was.output)
+        assert gpu[spec.ENGINE_NAME] == cpu[spec.ENGINE_NAME]
+    with pytest.raises(ValueError, match="preprocess"):
+        replace(BASE, preprocess="tpu")

@@ -3,7 +3,7 @@
 The served people must equal mmpose's final predictions on every fixture
 image (tolerances of the model issue), one image per request and several
 per request; concurrent requests must be batched by the server; bad images
-must fail alone.
+must fail alone. All of it for both preprocess forms (``PREPROCESS=cpu|gpu``).
 """
 from __future__ import annotations
 
@@ -23,11 +23,13 @@ pytestmark = pytest.mark.server
 PROTOCOLS = ("http", "grpc")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["cpu", "gpu"], ids=lambda form: f"preprocess-{form}")
+def server(request, tmp_path_factory):
+    """Each test runs against both forms of the preprocess and decode models: the numpy/OpenCV ones and
+    the torch ones of ``PREPROCESS=gpu`` (here on the CPU: the same code a GPU host runs on CUDA)."""
     require_server()
-    tmp = tmp_path_factory.mktemp("served")
-    repo = build_fixture_repository(tmp / "repo")
+    tmp = tmp_path_factory.mktemp(f"served-{request.param}")
+    repo = build_fixture_repository(tmp / "repo", "--preprocess", request.param)
     server = start_server(repo, tmp / "tritonserver.log")
     try:
         yield server

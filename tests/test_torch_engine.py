@@ -27,6 +27,7 @@ from rtmo_triton.harness.server import ServerFailed, TritonServer
 from rtmo_triton.model import load_checkpoint
 from rtmo_triton.model.deploy import DeployRTMO, load_deploy
 from rtmo_triton.model.fuse import fold_batchnorm
+from rtmo_triton.serve.tritonserver import command
 from rtmo_triton.served.bundle import running_python
 from rtmo_triton.served.postprocess import decode_batch
 from rtmo_triton.served.torch_engine import TorchEngine
@@ -161,7 +162,9 @@ def test_without_pytorch_in_the_servers_python_the_engine_says_why(repo, tmp_pat
                          workspace=build.DEFAULT_WORKSPACE, module=TORCH_ENGINE)
     log = tmp_path / "tritonserver.log"
     with pytest.raises(ServerFailed):
-        with TritonServer(lonely, log_path=log, ready_model=spec.ENGINE_NAME, ready_timeout_s=60):
+        # the launcher without the repository's flags: it cannot know to hand over this venv's PyTorch
+        with TritonServer(lonely, log_path=log, launch=command([]), ready_model=spec.ENGINE_NAME,
+                          ready_timeout_s=60):
             pass
     said = log.read_text()
     assert "No module named 'torch'" in said and "never carries PyTorch" in said and "ENGINE=onnx" in said

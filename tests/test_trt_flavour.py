@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from rtmo_triton.build import flavour as flavour_module
-from rtmo_triton.build.flavour import FLAVOURS, Flavour, FlavourError, choose_flavour
+from rtmo_triton.build.flavour import FLAVOURS, Flavour, FlavourError, choose_flavour, choose_preprocess
 from rtmo_triton.build.trt.compat import NoPlatform
 
 NO_CUDA = "PyTorch 2.11.0 sees no CUDA device"
@@ -126,3 +126,16 @@ def test_build_engines_with_trt_fails_fast_on_this_machine():
                           "--model-repository", "/nonexistent/never-written"], capture_output=True, text=True)
     assert out.returncode == 2
     assert "ENGINE=trt needs an NVIDIA GPU with TensorRT" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(("requested", "device", "chosen"), [
+    ("auto", "cuda", "gpu"), ("auto", "cpu", "cpu"), ("gpu", "cpu", "gpu"), ("cpu", "cuda", "cpu"),
+    ("gpu", "cuda", "gpu")])
+def test_preprocess_follows_the_engine_unless_asked(requested, device, chosen):
+    flavour = Flavour("torch", "test", device=device)
+    assert choose_preprocess(requested, flavour) == chosen
+
+
+def test_unknown_preprocess():
+    with pytest.raises(FlavourError, match="unknown preprocess"):
+        choose_preprocess("fpga", Flavour("onnx", "test"))

@@ -84,6 +84,9 @@ class RepositorySpec:
     """The torch flavour's device: ``cuda`` (``KIND_GPU`` instances) or ``cpu``."""
     engine_precision: str = "fp32"
     """The torch flavour's compute on CUDA: ``fp16`` (the geometry stays FP32) or ``fp32`` (no TF32)."""
+    preprocess: str = "cpu"
+    """``gpu``: the preprocess and decode models run PyTorch on the engine's device and pass tensors there
+    (``KIND_GPU`` beside a GPU engine); ``cpu``: numpy and OpenCV on the host."""
     max_batch: int = spec.DEFAULT_MAX_BATCH
     score_thr: float = spec.DEFAULT_SCORE_THR
     nms_thr: float = spec.DEFAULT_NMS_THR
@@ -100,12 +103,19 @@ class RepositorySpec:
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOUR_FILES:
             raise ValueError(f"engine flavour {self.flavour!r}: expected one of {', '.join(FLAVOUR_FILES)}")
+        if self.preprocess not in ("gpu", "cpu"):
+            raise ValueError(f"preprocess {self.preprocess!r}: expected gpu or cpu")
         if self.max_batch < 1:
             raise ValueError(f"max batch must be ≥ 1, got {self.max_batch}")
         if self.max_queue < 0:
             raise ValueError(f"max queue must be ≥ 0, got {self.max_queue}")
         if not 0 <= self.score_thr < 1 or not 0 < self.nms_thr <= 1:
             raise ValueError(f"thresholds out of range: score {self.score_thr}, nms {self.nms_thr}")
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the engine runs on a GPU (TensorRT, or torch on CUDA)."""
+        return self.flavour == "trt" or (self.flavour == "torch" and self.engine_device == "cuda")
 
     @property
     def keypoints(self) -> spec.KeypointSet:
@@ -126,6 +136,8 @@ class RepositorySpec:
         return spec.AUTO_THREADS if tuned is None else tuned
 
 
+FORCE_CPU_ONLY_INPUT_TENSORS = "FORCE_CPU_ONLY_INPUT_TENSORS"
+"""The Python backend's parameter: ``no`` hands a model its inputs in GPU memory where they are."""
 FP32, INT32, STRING = mc.TYPE_FP32, mc.TYPE_INT32, mc.TYPE_STRING
 ENGINE_INPUT_TYPE = {"uint8": mc.TYPE_UINT8, "float32": mc.TYPE_FP32}[spec.ENGINE_INPUT_DTYPE]
 
@@ -149,6 +161,17 @@ def _composing(s: RepositorySpec, name: str, backend: str = "python",
     return config
 
 
+def _device_resident(s: RepositorySpec, name: str) -> mc.ModelConfig:
+    """A preprocess or decode model: a torch one (``PREPROCESS=gpu``) runs on the engine's device and
+    takes its inputs where the previous model left them instead of a host copy."""
+    if s.preprocess != "gpu":
+        return _composing(s, name)
+    kind = mc.ModelInstanceGroup.KIND_GPU if s.on_gpu else mc.ModelInstanceGroup.KIND_CPU
+    config = _composing(s, name, kind=kind)
+    _params(config, {P.NEEDS_TORCH: spec.YES, FORCE_CPU_ONLY_INPUT_TENSORS: spec.NO})
+    return config
+
+
 def _ensemble_outputs(s: RepositorySpec, cls) -> list:
     j = s.num_keypoints
     n_people, boxes, scores, kpts, kpt_scores = spec.ENSEMBLE_OUTPUTS
@@ -162,7 +185,7 @@ def _input_dims(s: RepositorySpec) -> list[int]:
 
 
 def preprocess_config(s: RepositorySpec) -> mc.ModelConfig:
-    config = _composing(s, spec.PREPROCESS_NAME)
+    config = _device_resident(s, spec.PREPROCESS_NAME)
     config.input.append(_tensor(mc.ModelInput, spec.ENSEMBLE_INPUT, STRING, [1]))
     config.output.extend([_tensor(mc.ModelOutput, spec.ENGINE_INPUT, ENGINE_INPUT_TYPE, _input_dims(s)),
                           _tensor(mc.ModelOutput, spec.AFFINE, FP32, [len(spec.AFFINE_FIELDS)])])
@@ -181,7 +204,8 @@ def engine_config(s: RepositorySpec) -> mc.ModelConfig:
         config = _composing(s, spec.ENGINE_NAME, kind=kind)
         _params(config, {P.ENGINE_FILE: FLAVOUR_FILES["torch"], P.INTRA_OP_THREADS: s.intra_op_threads(),
                          P.PRECISION: s.engine_precision if gpu else "fp32",
-                         P.CUDA_GRAPHS: spec.YES if gpu else spec.NO})
+                         P.CUDA_GRAPHS: spec.YES if gpu else spec.NO, P.NEEDS_TORCH: spec.YES,
+                         FORCE_CPU_ONLY_INPUT_TENSORS: spec.NO})
     else:
         config = _composing(s, spec.ENGINE_NAME)
         _params(config, {P.ENGINE_FILE: FLAVOUR_FILES["onnx"], P.INTRA_OP_THREADS: s.intra_op_threads()})
@@ -191,7 +215,7 @@ def engine_config(s: RepositorySpec) -> mc.ModelConfig:
 
 
 def decode_config(s: RepositorySpec) -> mc.ModelConfig:
-    config = _composing(s, spec.DECODE_NAME)
+    config = _device_resident(s, spec.DECODE_NAME)
     config.input.extend(_tensor(mc.ModelInput, n, FP32, d) for n, d in s.engine_shapes().items())
     config.input.append(_tensor(mc.ModelInput, spec.AFFINE, FP32, [len(spec.AFFINE_FIELDS)]))
     config.output.extend(_ensemble_outputs(s, mc.ModelOutput))
@@ -220,6 +244,7 @@ def ensemble_config(s: RepositorySpec) -> mc.ModelConfig:
     kp = s.keypoints
     _params(config, {
         P.VARIANT: s.variant, P.INPUT_SIZE: s.input_size, P.TOPK: s.topk, P.ENGINE_FLAVOUR: s.flavour,
+        P.PREPROCESS: s.preprocess,
         P.SCORE_THR: s.score_thr, P.NMS_THR: s.nms_thr, P.MAX_PIXELS: s.max_pixels, P.MAX_QUEUE: s.max_queue,
         P.KEYPOINT_DATASET: kp.dataset, P.KEYPOINT_NAMES: ",".join(kp.names),
         P.SKELETON: ",".join(f"{a}-{b}" for a, b in kp.skeleton), **s.provenance,

@@ -99,3 +99,19 @@ def choose_flavour(requested: str = "auto", tensorrt_check: Callable[[], str | N
         return Flavour("torch", f"auto: {'; '.join(missing)}; PyTorch sees CUDA", device="cuda")
     hint = [] if no_gpu else ["ENGINE=torch serves on this GPU"]
     return Flavour("onnx", f"auto: {'; '.join([*missing, no_cuda, *hint])}")
+
+
+PREPROCESS_FORMS = ("auto", "gpu", "cpu")
+"""``PREPROCESS=``: where the preprocess and decode models run. ``gpu``: PyTorch on the engine's device
+(``served.gpu``: JPEG decode, letterbox, NMS and DCC decoding there, tensors passed on the device);
+``cpu``: numpy and OpenCV on the host; ``auto``: ``gpu`` where the engine is on a GPU."""
+
+
+def choose_preprocess(requested: str, flavour: Flavour) -> str:
+    """``gpu`` or ``cpu`` for an engine ``flavour``. ``gpu`` beside a CPU engine runs the same torch
+    stages on the CPU (how CI serves them); ``auto`` keeps the CPU's numpy stages there."""
+    if requested not in PREPROCESS_FORMS:
+        raise FlavourError(f"unknown preprocess {requested!r}: choose one of {', '.join(PREPROCESS_FORMS)}")
+    if requested == "auto":
+        return "gpu" if flavour.device == "cuda" else "cpu"
+    return requested

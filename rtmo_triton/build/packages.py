@@ -24,20 +24,27 @@ from ..served.bundle import PACKAGES_DIR, archive_name
 
 TORCH_ENGINE = "rtmo_engine_torch"
 """Module of the torch flavour's engine (served/models/), installed as the ``rtmo_engine`` model."""
+GPU_MODULES = {spec.PREPROCESS_NAME: "rtmo_preprocess_gpu", spec.DECODE_NAME: "rtmo_decode_gpu"}
+"""Modules of the GPU-resident preprocess and decode (``PREPROCESS=gpu``), installed under the models'
+names: the ensemble is the same for both forms."""
 TRITON_CONTAINER = "nvcr.io/nvidia/tritonserver:24.10-py3"
 """NVIDIA's serving image (deploy/docker/gpu.Dockerfile): Triton 2.51, as PyPI's server here."""
 CONTAINER_PYTHON = "3.10"
 """Its interpreter, which runs the Python models' stubs there."""
 
 _NUMPY, _OPENCV = "numpy==1.26.4", "opencv-python-headless==4.11.0.86"
+_IMAGES = (_NUMPY, _OPENCV, "pillow==12.1.1", "simplejpeg==1.9.0")
 SERVED_PACKAGES: dict[str, tuple[str, ...]] = {
-    spec.PREPROCESS_NAME: (_NUMPY, _OPENCV, "pillow==12.1.1", "simplejpeg==1.9.0"),
+    spec.PREPROCESS_NAME: _IMAGES,
     spec.ENGINE_NAME: (_NUMPY, "onnxruntime==1.32.0"),
     spec.DECODE_NAME: (_NUMPY, _OPENCV),  # OpenCV's NMS
     TORCH_ENGINE: (_NUMPY,),
+    GPU_MODULES[spec.PREPROCESS_NAME]: _IMAGES,
+    GPU_MODULES[spec.DECODE_NAME]: (_NUMPY,),
 }
 """Pinned, the versions the tests run with, and only what the model imports
-(onnxruntime's other requirements serve its tools, not ``InferenceSession``). The torch engine carries
+(onnxruntime's other requirements serve its tools, not ``InferenceSession``). The GPU preprocess
+carries the CPU preprocess's packages for the images its GPU decoder cannot take. The torch models carry
 numpy only (Triton's own ``triton_python_backend_utils`` imports it, and ``pip install torch`` does not
 bring it); PyTorch itself, GBs, must be in the server's interpreter."""
 

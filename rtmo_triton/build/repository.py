@@ -25,8 +25,8 @@ from .. import spec
 from ..digest import file_sha256
 from ..spec import Param
 from .configs import FLAVOUR_FILES, RepositorySpec, engine_onnx, load_scheduling, write_configs
-from .flavour import FLAVOURS, Flavour
-from .packages import TORCH_ENGINE, PackagingError, default_pythons, install_python_model
+from .flavour import FLAVOURS, PREPROCESS_FORMS, Flavour
+from .packages import GPU_MODULES, TORCH_ENGINE, PackagingError, default_pythons, install_python_model
 
 if TYPE_CHECKING:
     from ..model import RTMO
@@ -77,6 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="trt: TensorRT plan (GPU); torch: PyTorch in a Python model (CUDA where visible, "
                         "else CPU; the server's Python must have torch); onnx: onnxruntime in a Python "
                         "model (CPU); auto: trt, else torch on CUDA, else onnx")
+    p.add_argument("--preprocess", default="auto", choices=PREPROCESS_FORMS,
+                   help="gpu: JPEG decode, letterbox and decoding in PyTorch on the engine's device (the "
+                        "server's Python must have torch); cpu: numpy and OpenCV on the host; auto: gpu "
+                        "where the engine is on a GPU")
     p.add_argument("--precision", default=spec.DEFAULT_PRECISION, choices=spec.PRECISIONS,
                    help="GPU compute (TensorRT, or torch on CUDA): fp16 keeps the DCC's bin code FP32; "
                         "fp32 is without TF32")
@@ -200,23 +204,27 @@ def publish(staging: Path, repo: Path) -> None:
 def build(args: argparse.Namespace) -> Path:
     """Builds into a staging folder and swaps the model folders in at the end: a build that fails
     leaves the repository as it was, and one that succeeds leaves no file of another flavour."""
-    from .flavour import choose_flavour
+    from .flavour import choose_flavour, choose_preprocess
 
     start = time.perf_counter()
     flavour = choose_flavour(args.engine)
     log(f"engine flavour: {flavour.name} ({flavour.reason})")
+    preprocess = choose_preprocess(args.preprocess, flavour)
+    where = f"PyTorch on {flavour.device}" if preprocess == "gpu" else "numpy and OpenCV on the host"
+    log(f"preprocess and decode: {preprocess} ({where})")
     repo = args.model_repository
     model, provenance = load_weights(args.checkpoint)
     staging = start_staging(repo, keep_plan=flavour.name == "trt")
     try:
-        repo_spec = fill(staging, args, model=model, provenance=provenance, flavour=flavour)
+        repo_spec = fill(staging, args, model=model, provenance=provenance, flavour=flavour,
+                         preprocess=preprocess)
         publish(staging, repo)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log(f"model repository ready in {time.perf_counter() - start:.1f} s: {repo}")
     log(f"  RTMO-{repo_spec.variant} {repo_spec.input_size}px, K={repo_spec.topk}, score>{args.score_thr}, "
-        f"NMS {args.nms_thr}, max batch {args.max_batch}, engine {flavour.name}")
+        f"NMS {args.nms_thr}, max batch {args.max_batch}, engine {flavour.name}, preprocess {preprocess}")
     carried = ", ".join(args.pythons) or "none (the server's interpreter provides them)"
     log(f"  Python models carry packages for Python {carried}")
     log(f"serve it: tritonserver --model-repository {repo}")
@@ -224,7 +232,7 @@ def build(args: argparse.Namespace) -> Path:
 
 
 def fill(repo: Path, args: argparse.Namespace, *, model: RTMO, provenance: dict[str, str],
-         flavour: Flavour) -> RepositorySpec:
+         flavour: Flavour, preprocess: str) -> RepositorySpec:
     """Every model folder of the repository, in ``repo`` (the staging folder)."""
     from .export import export_onnx, export_torch
 
@@ -243,15 +251,18 @@ def fill(repo: Path, args: argparse.Namespace, *, model: RTMO, provenance: dict[
         # the plan's profile must cover the engine's max_batch_size, which tuning may raise
         plan_batch = max(args.max_batch, args.scheduling[spec.ENGINE_NAME].max_batch)
         build_or_reuse_plan(onnx_path, version_dir / FLAVOUR_FILES["trt"], args.precision, plan_batch)
-    python_models = [spec.PREPROCESS_NAME, spec.DECODE_NAME]
-    for name in python_models + ([spec.ENGINE_NAME] if flavour.name == "onnx" else []):
-        install_python_model(repo, name, pythons=args.pythons, workspace=args.workspace, log=log)
+    for name in (spec.PREPROCESS_NAME, spec.DECODE_NAME):
+        install_python_model(repo, name, pythons=args.pythons, workspace=args.workspace, log=log,
+                             module=GPU_MODULES[name] if preprocess == "gpu" else None)
+    if flavour.name == "onnx":
+        install_python_model(repo, spec.ENGINE_NAME, pythons=args.pythons, workspace=args.workspace, log=log)
     if flavour.name == "torch":
         install_python_model(repo, spec.ENGINE_NAME, pythons=args.pythons, workspace=args.workspace, log=log,
                              module=TORCH_ENGINE)
     repo_spec = RepositorySpec(
         variant=model.variant.name, input_size=model.variant.input_size, num_keypoints=model.num_keypoints,
         topk=topk, flavour=flavour.name, engine_device=flavour.device, engine_precision=args.precision,
+        preprocess=preprocess,
         max_batch=args.max_batch, score_thr=args.score_thr,
         nms_thr=args.nms_thr, max_pixels=args.max_pixels, max_queue=args.max_queue,
         engine_threads=args.engine_threads, scheduling=args.scheduling, provenance=provenance,

@@ -94,8 +94,11 @@ class TritonServer:
             "--allow-cpu-metrics=true", "--allow-gpu-metrics=false",
             *self.extra_args,
         ]
-        prefix, env = self.launch or command([])
-        args = [*prefix, *flags]
+        if self.launch:
+            prefix, env = self.launch
+            args = [*prefix, *flags]
+        else:  # the launcher sees the repository: it finds PyTorch for a model that needs it
+            args, env = command(flags)
         log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         t0 = time.perf_counter()
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd)

@@ -38,7 +38,31 @@ EXIT_SLACK_S = 2.0
 """Seconds a stopping tritonserver may take past ``--exit-timeout-secs`` before it is killed."""
 
 
-def server_flags(args: argparse.Namespace, admin_key: str) -> list[str]:
+POOL_FLAG = "--cuda-memory-pool-byte-size"
+
+
+def visible_gpus() -> int:
+    """GPUs tritonserver will see: ``CUDA_VISIBLE_DEVICES`` where set, else ``nvidia-smi -L``'s count
+    (0 without a driver)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return len([d for d in listed.split(",") if d.strip() and not d.strip().startswith("-")])
+    try:
+        done = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(line.startswith("GPU ") for line in done.stdout.splitlines()) if done.returncode == 0 else 0
+
+
+def cuda_pool_flags(extra: list[str], gpus: int) -> list[str]:
+    """Triton's CUDA memory pool sized for GPU tensors passed between Python models
+    (``spec.CUDA_MEMORY_POOL_BYTES`` per GPU), unless the flags after ``--`` size it themselves."""
+    if any(a.startswith(POOL_FLAG) for a in extra):
+        return []
+    return [spec.cuda_pool_flag(gpu) for gpu in range(gpus)]
+
+
+def server_flags(args: argparse.Namespace, admin_key: str, gpus: int = 0) -> list[str]:
     restricted = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={admin_key}"
     return [
         f"--model-repository={args.model_repository}",
@@ -48,6 +72,7 @@ def server_flags(args: argparse.Namespace, admin_key: str) -> list[str]:
         "--model-control-mode=explicit", "--load-model=*",
         f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}",
         f"--exit-timeout-secs={args.exit_timeout_secs}",
+        *cuda_pool_flags(args.tritonserver_args, gpus),
         *args.tritonserver_args,
     ]
 
@@ -129,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     admin_key = os.environ.get(ADMIN_KEY_ENV) or secrets.token_urlsafe(24)
     try:
-        argv_, env = command(server_flags(args, admin_key))
+        argv_, env = command(server_flags(args, admin_key, visible_gpus()))
     except ServerNotFound as exc:
         print(f"rtmo-serve: {exc}", file=sys.stderr)
         return 127

@@ -27,7 +27,7 @@ class EngineModel:
 
     def execute(self, requests: list) -> list:
         try:
-            inputs = [pb_utils.get_input_tensor_by_name(r, ENGINE_INPUT).as_numpy() for r in requests]
+            inputs = [self.read_input(r) for r in requests]
             return [pb_utils.InferenceResponse(self.tensors(outputs))
                     for outputs in self.engine.run_requests(inputs)]
         except Exception as exc:  # noqa: BLE001 - find the request at fault: each alone, errors its own
@@ -37,8 +37,11 @@ class EngineModel:
             return respond_each(requests, self._run_alone, pb_utils)
 
     def _run_alone(self, request) -> list:
-        batch = pb_utils.get_input_tensor_by_name(request, ENGINE_INPUT).as_numpy()
-        return self.tensors(self.engine.run(batch))
+        return self.tensors(self.engine.run(self.read_input(request)))
+
+    def read_input(self, request) -> Any:
+        """The request's images as the engine takes them (host memory here)."""
+        return pb_utils.get_input_tensor_by_name(request, ENGINE_INPUT).as_numpy()
 
     def tensors(self, outputs: dict) -> list:
         """The outputs of one request as Triton tensors."""

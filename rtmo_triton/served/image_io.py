@@ -75,14 +75,22 @@ def read_header(data: bytes) -> Header:
     return Header(fmt, w, h, plain)
 
 
-def decode_bgr(data: bytes, max_pixels: int) -> np.ndarray:
-    """HxWx3 BGR uint8, as the reference decodes it; ``ImageError`` names what is wrong."""
+def checked_header(data: bytes, max_pixels: int) -> Header:
+    """The header of an image the server will decode: refused here if too large or empty."""
     header = read_header(data)
     w, h = header.width, header.height
     if w * h > max_pixels:
         raise ImageError(f"image of {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} pixels")
     if w == 0 or h == 0:
         raise ImageError(f"image has no pixels ({w}x{h})")
+    return header
+
+
+def decode_bgr(data: bytes, max_pixels: int, header: Header | None = None) -> np.ndarray:
+    """HxWx3 BGR uint8, as the reference decodes it; ``ImageError`` names what is wrong.
+    ``header``: this image's ``checked_header``, when the caller has read it already."""
+    header = header or checked_header(data, max_pixels)
+    w, h = header.width, header.height
     if header.plain_jpeg:
         try:
             return simplejpeg.decode_jpeg(data, colorspace="BGR")

@@ -123,10 +123,11 @@ class TorchEngine:
                 f"{self.precision}{' (geometry fp32)' if self.precision == 'fp16' else ''}{mode}")
 
     @torch.inference_mode()
-    def run(self, batch: np.ndarray) -> dict[str, torch.Tensor]:
-        """[B,3,S,S] images (``spec.ENGINE_INPUT_DTYPE``) → the engine outputs on the engine's device,
-        finished (the device is synchronised, so any consumer may read them)."""
-        x = torch.from_numpy(batch).to(self.device)
+    def run(self, batch: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+        """[B,3,S,S] images (``spec.ENGINE_INPUT_DTYPE``, in host memory or already on a device) → the
+        engine outputs on the engine's device, finished (the device is synchronised, so any consumer
+        may read them)."""
+        x = torch.as_tensor(batch).to(self.device)
         outputs = self.graphs(x) if self.graphs else self.deploy(x)
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
@@ -141,9 +142,10 @@ class TorchEngine:
             self.run(np.zeros((batch, 3, size, size), dtype=ENGINE_INPUT_DTYPE))
         return time.perf_counter() - start
 
-    def run_requests(self, inputs: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+    def run_requests(self, inputs: Sequence[np.ndarray | torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """One run over every request's rows; outputs split back per request (contiguous views)."""
-        batch = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
+        rows = [torch.as_tensor(x).to(self.device) for x in inputs]
+        batch = rows[0] if len(rows) == 1 else torch.cat(rows)
         outputs = self.run(batch)
         sizes = [len(x) for x in inputs]
         split = {name: value.split(sizes) for name, value in outputs.items()}

@@ -1,33 +1,27 @@
 """Triton Python model ``rtmo_engine`` (torch flavour): our PyTorch deploy graph, on the GPU Triton gives
-this instance (``KIND_GPU``) or on the CPU; outputs handed to Triton through DLPack."""
+this instance (``KIND_GPU``) or on the CPU; its input taken where the preprocess left it and its outputs
+handed on, both through DLPack."""
 import json
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from ...spec import YES, Param
+from ...spec import ENGINE_INPUT, YES, Param
 from ..engine_model import EngineModel, intra_op_threads
-from ..params import read_parameters
+from ..params import instance_device, read_parameters
 from ..tensor_exchange import check_tensor_exchange
-
-NO_TORCH = ("the torch engine flavour runs PyTorch from the server's own Python interpreter, and this one "
-            "cannot import it ({error}). The repository never carries PyTorch (GBs): install it where "
-            "tritonserver's Python models run (e.g. `pip install torch` in the Triton container), or "
-            "rebuild with ENGINE=onnx")
+from ..torch_import import import_torch
 
 
 class TritonPythonModel(EngineModel):
     def initialize(self, args: dict[str, str]) -> None:
         check_tensor_exchange(pb_utils)
-        try:
-            import torch  # noqa: F401
-        except ImportError as exc:
-            raise RuntimeError(NO_TORCH.format(error=exc)) from None
+        self.torch = import_torch()  # the server's PyTorch, else the launcher's (served/torch_import.py)
         from ..torch_engine import TorchEngine
 
         params = read_parameters(args["model_config"])
-        gpu = args["model_instance_kind"] == "GPU"
-        device = f"cuda:{args['model_instance_device_id']}" if gpu else "cpu"
+        device = instance_device(args)
+        gpu = device != "cpu"
         path = Path(args["model_repository"]) / args["model_version"] / params[Param.ENGINE_FILE]
         self.engine = TorchEngine(path, device, params[Param.PRECISION],
                                   threads=intra_op_threads(args, params),
@@ -40,3 +34,8 @@ class TritonPythonModel(EngineModel):
 
     def tensors(self, outputs: dict) -> list:
         return [pb_utils.Tensor.from_dlpack(name, value.contiguous()) for name, value in outputs.items()]
+
+    def read_input(self, request):
+        """In GPU memory when the preprocess ran there (``FORCE_CPU_ONLY_INPUT_TENSORS: no``): no copy
+        through the host."""
+        return self.torch.from_dlpack(pb_utils.get_input_tensor_by_name(request, ENGINE_INPUT).to_dlpack())

@@ -1,0 +1,46 @@
+"""Triton Python model ``rtmo_preprocess`` (``PREPROCESS=gpu``): encoded images → letterboxed UINT8 input
+on this instance's device (handed on by DLPack) + affine; JPEGs decoded there in one batch."""
+import triton_python_backend_utils as pb_utils
+
+from ...spec import AFFINE, ENGINE_INPUT, ENSEMBLE_INPUT, Param
+from ..params import instance_device, read_parameters
+from ..respond import respond_each
+from ..tensor_exchange import check_tensor_exchange
+from ..torch_import import import_torch
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        check_tensor_exchange(pb_utils)
+        torch = import_torch()
+        from ..gpu.preprocess import GpuPreprocess, default_decoder
+
+        params = read_parameters(args["model_config"])
+        device = torch.device(instance_device(args))
+        decoder, how = default_decoder(device)
+        self.stage = GpuPreprocess(input_size=int(params[Param.INPUT_SIZE]),
+                                   max_pixels=int(params[Param.MAX_PIXELS]), device=device, decoder=decoder)
+        pb_utils.Logger.log_info(f"{args['model_name']}: on {device}, {how}")
+
+    def execute(self, requests: list) -> list:
+        images: list = []
+        for request in requests:
+            try:
+                tensor = pb_utils.get_input_tensor_by_name(request, ENSEMBLE_INPUT)
+                images.append(tensor.as_numpy().reshape(-1))
+            except Exception as exc:  # noqa: BLE001 - answered below, for this request alone
+                images.append(exc)
+        readable = [i for i, rows in enumerate(images) if not isinstance(rows, Exception)]
+        results = dict(zip(readable, self.stage.run([images[i].tolist() for i in readable])))
+        return respond_each(range(len(requests)), lambda i: self._tensors(results.get(i) or images[i]),
+                            pb_utils)
+
+    @staticmethod
+    def _tensors(result) -> list:
+        """One request's outputs, or its error raised for ``respond_each`` to answer."""
+        if isinstance(result, Exception):
+            raise result
+        if result.error is not None:
+            raise result.error
+        return [pb_utils.Tensor.from_dlpack(ENGINE_INPUT, result.inputs),
+                pb_utils.Tensor(AFFINE, result.affines)]
