@@ -46,7 +46,7 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert report["errors"] == {} and report["config"]["dry_run"] is True
     sections = report["sections"]
-    assert set(sections) == {"numerics", "dcc_probe", "ceiling", "copies", "served"}
+    assert set(sections) == {"numerics", "dcc_probe", "jpeg", "ceiling", "copies", "served"}
     # numerics: FP32 PyTorch serves the ONNX path's people; every setting is finite
     [t] = sections["numerics"]
     fp32 = t["settings"]["fp32"]
@@ -59,7 +59,18 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
     assert probe["800"]["keypoint_px"]["max"] > probe["100"]["keypoint_px"]["max"] > 0
     assert sections["ceiling"]["variants"]["t"]["1"]["eager"]["images_per_s"] > 0
     assert "skipped" in sections["copies"]
-    served = sections["served"]
+    # the GPU-resident stages: on the CPU, libjpeg-turbo stands in for nvJPEG, so pixels and people agree
+    jpeg = sections["jpeg"]
+    assert all(d["max_abs"] == 0 and d["values"] > 0 for d in jpeg["pixels"].values())
+    assert jpeg["letterbox"]["differing_values"] == 0 and jpeg["corruption"]["corrupted_images"] == 0
+    people = jpeg["people"]
+    assert people["people"]["missed"] == people["people"]["extra"] == 0 and people["people"]["found"] > 0
+    on_device = people["device_decoder"]
+    assert on_device["same_people_counts"] and on_device["max_abs_keypoint_px"] < 1e-2
+    assert all(r["preprocess_batch_2_host_cpu_ms_per_image"] > 0 for r in jpeg["throughput"].values())
+    served = sections["served"]["forms"]["gpu"]  # the dry run's one form: the torch stages, on the CPU
+    assert served["preprocess"] == "gpu"
+    assert list(served["lone_request_ms"]) == ["64x48"] and served["lone_request_ms"]["64x48"]["p50"] > 0
     assert [level["concurrency"] for level in served["levels"]] == [1, 3]
     cpus = report["environment"]["cpus"]
     for level in served["levels"]:  # CPU time comes in 10 ms ticks: a short level's client may show 0
@@ -73,6 +84,7 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
     assert all(size > 0 for size in served["shm_bytes_per_model"].values())
     md = (tmp_path / "out" / "gpu_check.md").read_text()
     assert md.startswith("# GPU check — DRY RUN on the CPU") and "| t (fixture checkpoint) | fp16 |" in md
+    assert "## Served ensemble, torch flavour, gpu preprocess" in md and "## GPU-resident stages" in md
     assert (f"| concurrency | {spec.PREPROCESS_NAME} (3) | {spec.ENGINE_NAME} (2) | {spec.DECODE_NAME} (1) |"
             in md)
 
@@ -205,7 +217,8 @@ def test_the_served_repository_carries_the_bundles_stub_wheels_in_every_python_m
     an archive of the stub wheels for this interpreter, which ``served.bundle`` puts first on the path."""
     wheel = _wheel(tmp_path, "tinycarried")
     repo = tmp_path / "repo"
-    build_repository(repo, checkpoint=CHECKPOINT_T, max_batch=2, carried=[wheel], log=lambda *_: None)
+    build_repository(repo, checkpoint=CHECKPOINT_T, max_batch=2, carried=[wheel], preprocess="cpu",
+                     log=lambda *_: None)
     models = sorted(p.parent.parent.name for p in repo.glob("*/1/model.py"))
     assert models == sorted([spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME])
     for model in models:

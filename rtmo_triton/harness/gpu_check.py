@@ -10,8 +10,13 @@ short keeps what it finished), each failing alone:
 2. dcc_probe: the same candidates' keypoints with the bin code in FP16 vs FP32, box sizes 100-800 px;
 3. ceiling: the deploy graph alone, RTMO-s/m/l FP16 channels-last, eager and CUDA graphs, batch 1/8/32;
 4. copies: host↔device time of the engine's input and outputs;
-5. served: the ensemble with the torch flavour on the GPU in pytriton's tritonserver, gRPC load at
-   concurrency 1-16 with real JPEGs, the engine's mean batch, and the Python backend's /dev/shm.
+5. jpeg: the GPU-resident stages on the device (``gpu_jpeg``): nvJPEG's pixels and what they do to
+   people against libjpeg-turbo's, the letterbox and decoder against their CPU forms, decode
+   throughput and host CPU per image, and the repeated-batch corruption test;
+6. served: the ensemble with the torch flavour on the GPU in pytriton's tritonserver, once per
+   ``--preprocess`` form (GPU-resident stages, then the CPU ones, side by side), gRPC load at each
+   concurrency with real JPEGs, the engine's mean batch, host CPU per image, and the Python backend's
+   /dev/shm.
 
 Without a CUDA device it says so and exits 2; ``--dry-run`` runs every section on the CPU at tiny
 sizes (CI runs it, so the script cannot rot); ``--cpu`` runs the chosen sections on the CPU at full
@@ -55,7 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cpu", action="store_true", help="measure on the CPU at full size (no GPU figure)")
     p.add_argument("--bundle", type=Path, help="folder made by `make gpu-check-prepare` (offline GPU hosts)")
     p.add_argument("--work", type=Path, default=Path("/tmp/rtmo-gpu-check"), help="scratch folder")
-    p.add_argument("--sections", default="numerics,dcc_probe,served,ceiling,copies")
+    p.add_argument("--sections", default="jpeg,served,ceiling,numerics,dcc_probe,copies",
+                   help="in this order; the GPU-resident path's first (default: %(default)s)")
+    p.add_argument("--preprocess", default=None,
+                   help="served: the preprocess forms measured, in order (default gpu,cpu; dry run: gpu)")
     p.add_argument("--variants", default=None, help="random-weight variants (default s,m,l; dry run: none)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile in the ceiling (slow)")
     p.add_argument("--precision", choices=spec.PRECISIONS, default=spec.DEFAULT_PRECISION,
@@ -64,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tuned", type=Path, default=None,
                    help="served: a tuned file (instances, batching per model) as `make build-engines TUNED=`")
     p.add_argument("--concurrencies", default=None,
-                   help="served: requests in flight per load level (default 1,2,4,8,16; dry run: 1,2)")
+                   help="served: requests in flight per load level (default 1,4,16,64,256; dry run: 1,2)")
     p.add_argument("--deadline-s", type=float, default=0,
                    help="start no section after this many seconds (0: no limit); the report keeps what ran")
     args = p.parse_args(argv)
@@ -73,11 +81,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.variants = "" if args.dry_run else "s,m,l"
     args.variants = [v for v in args.variants.split(",") if v]
     args.sections = [s for s in args.sections.split(",") if s]
+    args.preprocess = [f for f in (args.preprocess or ("gpu" if args.dry_run else "gpu,cpu")).split(",") if f]
+    if not args.preprocess or set(args.preprocess) - {"gpu", "cpu"}:
+        p.error(f"--preprocess: gpu, cpu or both, comma-separated, not {','.join(args.preprocess)!r}")
     if args.tuned is not None and not args.tuned.is_file():
         p.error(f"--tuned: no such file: {args.tuned}")
     try:
         args.concurrencies = tuple(int(c) for c in (args.concurrencies or ("1,2" if args.dry_run else
-                                                                           "1,2,4,8,16")).split(","))
+                                                                           "1,4,16,64,256")).split(","))
     except ValueError:
         p.error(f"--concurrencies: comma-separated whole numbers, not {args.concurrencies!r}")
     if min(args.concurrencies) < 1:
@@ -299,20 +310,45 @@ def _copies(results: dict) -> list[str]:
     return [*lines, ""]
 
 
-def _served(s: dict) -> list[str]:
-    lines = [f"## Served ensemble, torch flavour ({'; '.join(s.get('engine', []))})", "",
+def ceiling_rate(sec: dict, batch: int) -> float | None:
+    """RTMO-s images/s of the engine alone (CUDA graph) at ``batch``, where the ceiling section has it."""
+    row = sec.get("ceiling", {}).get("variants", {}).get(spec.DEFAULT_VARIANT, {})
+    t = (row.get(str(batch)) or row.get(batch) or {}).get("cuda_graph", {})
+    return t.get("images_per_s")
+
+
+def _server_cpu_ms(lv: dict) -> str:
+    """Host CPU per served image outside the load generator: busy cores less the client's, per image/s."""
+    if "host_cores_busy" not in lv or not lv["images_per_s"]:
+        return "not recorded"
+    return f"{1000 * max(lv['host_cores_busy'] - lv['client_cores'], 0) / lv['images_per_s']:.2f}"
+
+
+def _served(s: dict, ceiling: float | None = None) -> list[str]:
+    if "forms" in s:  # one run per preprocess form
+        return [line for form in s["forms"].values() for line in _served(form, ceiling)]
+    form = s.get("preprocess", "cpu")
+    vs = f", served ÷ engine ceiling at batch {s['max_batch']} ({ceiling:.0f} images/s)" if ceiling else ""
+    lines = [f"## Served ensemble, torch flavour, {form} preprocess ({'; '.join(s.get('engine', []))})", "",
              f"Repository built in {s['build_s']} s, server ready in {s.get('start_s')} s; "
              f"{s['images']} real JPEGs cycled, one image per request over gRPC, max batch "
              f"{s['max_batch']}.", ""]
-    lines += _table(("concurrency", "requests ok", "images/s", "latency p50 / p90 / p99 ms",
-                     "engine mean batch", "engine queue / compute ms", "host cores busy (load generator)"))
+    lines += _table(("concurrency", "requests ok", "images/s" + (" (÷ ceiling)" if ceiling else ""),
+                     "latency p50 / p90 / p99 ms", "engine mean batch", "engine queue / compute ms",
+                     "host cores busy (load generator)", "server host CPU ms / image"))
     for lv in s["levels"]:
         e, lat = lv["models"].get("rtmo_engine", {}), lv["latency_ms"]
         cores = (f"{lv['host_cores_busy']:.1f} ({lv['client_cores']:.1f})" if "host_cores_busy" in lv
                  else "not recorded")
-        lines.append(_row(lv["concurrency"], f"{lv['ok']}/{lv['requests']}", f"{lv['images_per_s']:.1f}",
+        rate = f"{lv['images_per_s']:.1f}" + (f" ({lv['images_per_s'] / ceiling:.0%})" if ceiling else "")
+        lines.append(_row(lv["concurrency"], f"{lv['ok']}/{lv['requests']}", rate,
                           f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f}", _f(e.get("mean_batch")),
-                          f"{_f(e.get('queue_ms'))} / {_f(e.get('compute_ms'))}", cores))
+                          f"{_f(e.get('queue_ms'))} / {_f(e.get('compute_ms'))}", cores, _server_cpu_ms(lv)))
+    if vs:
+        lines += ["", f"Ratios{vs}."]
+    if lone := s.get("lone_request_ms"):
+        lines += ["", "A lone request (one in flight), latency p50 / p99 ms: " + "; ".join(
+            f"{size} {lat['p50']:.1f} / {lat['p99']:.1f}" for size, lat in lone.items())]
     models = [m for m in (spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME)
               if any(m in lv["models"] for lv in s["levels"])]
     if models:
@@ -333,14 +369,47 @@ def _served(s: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _jpeg(j: dict) -> list[str]:
+    lines = [f"## GPU-resident stages on the device ({j['decoder']})", "",
+             "JPEG pixels against libjpeg-turbo's (the CPU path), every BGR value:", ""]
+    lines += _table(("images", "count", "values differing", "mean abs", "p99 abs", "max abs"))
+    for name, d in j["pixels"].items():
+        lines.append(_row(name, d["images"], f"{d['differing_share']:.2%}", _f(d["mean_abs"], 3),
+                          _f(d["p99_abs"], 1), d["max_abs"]))
+    pp, k = j["people"]["people"], j["people"]["keypoint_px"]
+    dd, lb, c = j["people"]["device_decoder"], j["letterbox"], j["corruption"]
+    lines += ["", f"- people from GPU-decoded pixels against CPU-decoded ones (FP32, same weights): "
+              f"{pp['reference']} / found {pp['found']} / missed {pp['missed']} / extra {pp['extra']}; "
+              f"keypoints p50 / p99 / max {_three(k)} px",
+              f"- letterbox on the device against OpenCV's, same pixels: {lb['differing_values']} values "
+              f"differ over {lb['images']} images",
+              f"- decoder on the device against numpy's: same people counts {dd['same_people_counts']}, "
+              f"keypoint max {_f(dd['max_abs_keypoint_px'], 5)} px, score max {_f(dd['max_abs_score'], 6)}",
+              f"- repeated-batch corruption test: {c['corrupted_images']} corrupted images in {c['repeats']} "
+              f"decodes of a batch of {c['batch']} with kernels queued between them", "",
+              "Decode throughput (images/s) and the GPU preprocess's host CPU per image:", ""]
+    rows = j["throughput"]
+    batches = sorted({int(k.split("_")[2]) for r in rows.values() for k in r if k.startswith("decode_batch")})
+    lines += _table(("size", "libjpeg-turbo, one core", *(f"GPU decode, batch {b}" for b in batches),
+                     *(f"preprocess batch {b}: images/s · host CPU ms/image" for b in batches)))
+    for size, r in rows.items():
+        lines.append(_row(size, f"{r['libjpeg_one_core_images_per_s']:.0f}",
+                          *(f"{r[f'decode_batch_{b}_images_per_s']:.0f}" for b in batches),
+                          *(f"{r[f'preprocess_batch_{b}_images_per_s']:.0f} · "
+                            f"{r[f'preprocess_batch_{b}_host_cpu_ms_per_image']:.2f}" for b in batches)))
+    return [*lines, ""]
+
+
 def markdown(data: dict) -> str:
     env, cfg, sec = data["environment"], data["config"], data["sections"]
     dry = " — DRY RUN on the CPU (tiny sizes; no GPU figure here)" if cfg.get("dry_run") else ""
     dry = dry or (" — on the CPU (PyTorch's CPU kernels; no GPU figure here)" if cfg.get("cpu") else "")
     title = "# GPU check" + dry
     lines = [title, "", *_header(env, cfg, data["seconds"])]
-    for name, render in (("numerics", _numerics), ("dcc_probe", _probe), ("ceiling", _ceiling),
-                         ("copies", _copies), ("served", _served)):
+    ceiling = ceiling_rate(sec, sec.get("served", {}).get("max_batch") or 8)
+    for name, render in (("numerics", _numerics), ("dcc_probe", _probe), ("jpeg", _jpeg),
+                         ("ceiling", _ceiling), ("copies", _copies),
+                         ("served", lambda s: _served(s, ceiling))):
         if name in sec and "skipped" not in sec[name]:
             lines += render(sec[name])
         elif name in sec:
@@ -437,25 +506,42 @@ def served_section(args, bundle: Bundle | None) -> dict:
     if root is None:
         raise ServedError("no tritonserver: pass --bundle (make gpu-check-prepare), or install "
                           "nvidia-pytriton")
-    jpegs = [p.read_bytes() for p in fixture_images() if p.suffix == ".jpg"]
     work = args.work / "served"
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "tritonserver.log").unlink(missing_ok=True)
+    logs = {form: work / form / "tritonserver.log" for form in args.preprocess}
+    for log in logs.values():
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)
     try:
-        return _serve(args, root, work, jpegs, bundle.stub_wheels if bundle else [])
-    finally:  # the server's own log comes back with the report, whatever happened
-        if (work / "tritonserver.log").is_file():
-            shutil.copyfile(work / "tritonserver.log", args.out / "tritonserver.log")
+        return _serve(args, root, work, bundle.stub_wheels if bundle else [])
+    finally:  # the servers' own logs come back with the report, whatever happened
+        for form, log in logs.items():
+            if log.is_file():
+                shutil.copyfile(log, args.out / f"tritonserver-{form}-preprocess.log")
 
 
-def _serve(args, root: Path, work: Path, jpegs: list[bytes], carried: list[Path]) -> dict:
+def _serve(args, root: Path, work: Path, carried: list[Path]) -> dict:
+    """One run of the served ensemble per preprocess form, the same load for each: the fixture photos as
+    640×480 JPEGs under load, and a lone request at each size of ``gpu_jpeg.SIZES``."""
+    from .gpu_jpeg import SIZES, sized_jpegs
     from .gpu_served import serve_and_load
 
-    return serve_and_load(root=root, work=work, images=jpegs, carried=carried,
-                          checkpoint=CHECKPOINT_T if args.dry_run else None,
-                          max_batch=2 if args.dry_run else 8, tuned=args.tuned,
-                          concurrencies=args.concurrencies,
-                          level_s=1.0 if args.dry_run else 8.0)
+    sized = sized_jpegs(((64, 48),) if args.dry_run else SIZES)
+    load = next(iter(sized.values()))
+    forms = {}
+    for form in args.preprocess:
+        forms[form] = serve_and_load(root=root, work=work / form, images=load, carried=carried, lone=sized,
+                                     checkpoint=CHECKPOINT_T if args.dry_run else None,
+                                     max_batch=2 if args.dry_run else 8, tuned=args.tuned,
+                                     concurrencies=args.concurrencies, preprocess=form,
+                                     level_s=1.0 if args.dry_run else 6.0)
+    return {"forms": forms}
+
+
+def jpeg_section(args, device) -> dict:
+    from ..model import load_checkpoint
+    from .gpu_jpeg import jpeg_section as measure
+
+    return measure(device=device, dry_run=args.dry_run, model=load_checkpoint(CHECKPOINT_T)[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -476,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
               "command": command}
     report = Report(args.out, environment(args.label), config)
     sections = {"numerics": (numerics_section, args, device), "dcc_probe": (dcc_probe_section, args, device),
+                "jpeg": (jpeg_section, args, device),
                 "ceiling": (ceiling_section, args, device), "copies": (copies_section, args, device),
                 "served": (served_section, args, bundle)}
     start = time.perf_counter()

@@ -73,14 +73,15 @@ def launch(root: Path) -> tuple[list[str], dict[str, str]]:
 
 
 def build_repository(repo: Path, *, checkpoint: Path | None, max_batch: int, carried: list[Path],
-                     tuned: Path | None = None, log=print) -> None:
+                     preprocess: str, tuned: Path | None = None, log=print) -> None:
     """Torch flavour, the packages of this interpreter (``carried`` wheels ahead of them); a busy server
     must queue, not refuse (load test)."""
     from ..build import repository
     from ..build.packages import archive_of_wheels
 
     args = ["--model-repository", str(repo), "--engine", "torch", "--pythons", "none",
-            "--max-batch", str(max_batch), "--max-queue", "0", "--workspace", str(repo.parent / "ws")]
+            "--max-batch", str(max_batch), "--max-queue", "0", "--workspace", str(repo.parent / "ws"),
+            "--preprocess", preprocess]
     if checkpoint is not None:
         args += ["--checkpoint", str(checkpoint)]
     if tuned is not None:
@@ -176,21 +177,23 @@ def _latency(outcomes) -> dict[str, float]:
 
 def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list[Path],
                    checkpoint: Path | None, max_batch: int, concurrencies: tuple[int, ...], level_s: float,
-                   tuned: Path | None = None, log=print) -> dict:
-    """Build, start, warm up, then one load level per concurrency and a max-batch phase."""
+                   preprocess: str, lone: dict[str, list[bytes]] | None = None, tuned: Path | None = None,
+                   log=print) -> dict:
+    """Build, start, warm up, then one load level per concurrency, a lone request's latency per image
+    size of ``lone`` (size → JPEGs), and a max-batch phase."""
     from ..build.configs import load_scheduling
     from ..client.transport import connect, run_requests
 
     repo = work / "repo"
     t0 = time.perf_counter()
-    build_repository(repo, checkpoint=checkpoint, max_batch=max_batch, carried=carried, tuned=tuned, log=log)
+    build_repository(repo, checkpoint=checkpoint, max_batch=max_batch, carried=carried, tuned=tuned,
+                     preprocess=preprocess, log=log)
     result: dict = {"build_s": round(time.perf_counter() - t0, 1), "max_batch": max_batch,
+                    "preprocess": preprocess,
                     "images": len(images), "levels": [], "tuned": str(tuned) if tuned else None,
                     "instances": {m: s.instances for m, s in load_scheduling(tuned).items()}}
     log_path = work / "tritonserver.log"
-    # room in Triton's CUDA memory pool (64 MiB by default), which may back the GPU tensors a Python model
-    # hands over: 8 images of engine outputs are 23 MiB
-    gpu = ["--cuda-memory-pool-byte-size=0:1073741824"] if torch_cuda() else []
+    gpu = [spec.cuda_pool_flag(0)] if torch_cuda() else []
     result["server_flags"] = gpu
     with TritonServer(repo, log_path=log_path, launch=launch(root), ready_timeout_s=150,
                       extra_args=gpu) as server:
@@ -228,8 +231,16 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list
                          "host_cores_busy": cores_used(host0, host1, os.cpu_count() or 1),
                          "client_cores": (own1.user + own1.system - own0.user - own0.system) / wall}
                 result["levels"].append(level)
-                log(f"[served] concurrency {c}: {rate:.1f} images/s, p50 {level['latency_ms']['p50']:.1f} "
-                    f"ms, engine batch {stats.get(spec.ENGINE_NAME, {}).get('mean_batch')}, {n - ok} errors")
+                log(f"[served] {preprocess} preprocess, concurrency {c}: {rate:.1f} images/s, "
+                    f"p50 {level['latency_ms']['p50']:.1f} ms, "
+                    f"engine batch {stats.get(spec.ENGINE_NAME, {}).get('mean_batch')}, {n - ok} errors")
+            result["lone_request_ms"] = {}
+            for size, jpegs in (lone or {}).items():  # one request in flight: the latency a user sees alone
+                outcomes = run_requests(client, "grpc", spec.ENSEMBLE_NAME, [[j] for j in jpegs * 4],
+                                        concurrency=1, retries=0)
+                result["lone_request_ms"][size] = _latency(outcomes)
+                log(f"[served] {preprocess} preprocess, lone {size} request: p50 "
+                    f"{result['lone_request_ms'][size]['p50']:.1f} ms")
             # the largest request, from as many clients as there are instances of a model: shm peaks
             full = [batch(max_batch)] * 8
             outcomes = run_requests(client, "grpc", spec.ENSEMBLE_NAME, full, concurrency=4, retries=0)

@@ -1,0 +1,191 @@
+"""The GPU-resident stages on the device: what nvJPEG does to pixels and people, the letterbox and the
+decoder against their CPU forms there, decode throughput, and the repeated-batch corruption test.
+
+GPU JPEG decoding is not bit-exact with libjpeg-turbo (chroma upsampling, IDCT), so its pixels are
+measured, and what they do to people: the same weights on the same device over CPU-decoded and
+GPU-decoded pixels, through the same decoder. The letterbox and the decoder are written to be exact
+(CI proves them on CPU torch); here they are checked on CUDA. torchvision's batched hardware decode has
+written into memory still in use by queued kernels (pytorch/vision PR 9606): a batch is decoded again
+and again with kernels queued between calls, and every result must equal the first.
+"""
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import simplejpeg
+import torch
+
+from .. import spec
+from ..served.gpu.decode import decode_batch as decode_on_device
+from ..served.gpu.letterbox import letterbox as letterbox_on_device
+from ..served.gpu.preprocess import GpuPreprocess, JpegDecoder, default_decoder
+from ..served.image_io import decode_bgr
+from ..served.letterbox import letterbox
+from ..served.postprocess import decode_batch, stack_people
+from . import FIXTURES
+from .gpu_numerics import compare, deploy_graph
+
+SIZES = ((640, 480), (1280, 720), (1920, 1080))
+"""The served check's JPEG sizes: VGA, 720p, 1080p."""
+JPEG_QUALITY = 90
+
+
+def sized_jpegs(sizes=SIZES) -> dict[str, list[bytes]]:
+    """The fixture photos resized to each size (aspect ignored: these are throughput inputs) and
+    re-encoded, ``"WxH"`` → JPEGs."""
+    photos = [cv2.imread(str(p)) for p in sorted((FIXTURES / "images").rglob("*.jpg"))]
+    return {f"{w}x{h}": [cv2.imencode(".jpg", cv2.resize(p, (w, h), interpolation=cv2.INTER_AREA),
+                                      [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes() for p in photos]
+            for w, h in sizes}
+
+
+def libjpeg_decoder(device: torch.device) -> JpegDecoder:
+    """libjpeg-turbo's pixels uploaded to ``device``: the dry run's stand-in for a GPU decoder."""
+    def decode(encoded: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [torch.from_numpy(simplejpeg.decode_jpeg(t.numpy().tobytes(), colorspace="RGB"))
+                .permute(2, 0, 1).to(device) for t in encoded]
+    return decode
+
+
+def chosen_decoder(device: torch.device) -> tuple[JpegDecoder, str]:
+    decoder, how = default_decoder(device)
+    return (decoder, how) if decoder else (libjpeg_decoder(device), f"{how}; libjpeg-turbo stands in")
+
+
+def pixel_differences(jpegs: list[bytes], decoder: JpegDecoder, device: torch.device) -> dict:
+    """GPU-decoded BGR pixels against the CPU path's, over every value of every image."""
+    diffs = []
+    for data in jpegs:
+        cpu = decode_bgr(data, spec.DEFAULT_MAX_PIXELS).astype(np.int16)
+        [rgb] = decoder([torch.frombuffer(bytearray(data), dtype=torch.uint8)])
+        gpu = rgb.flip(0).permute(1, 2, 0).cpu().numpy().astype(np.int16)
+        diffs.append(np.abs(gpu - cpu).reshape(-1))
+    flat = np.concatenate(diffs)
+    return {"images": len(jpegs), "values": int(flat.size), "differing_share": float((flat > 0).mean()),
+            "mean_abs": float(flat.mean()), "p99_abs": float(np.percentile(flat, 99)),
+            "max_abs": int(flat.max())}
+
+
+def letterbox_exactness(jpegs: list[bytes], size: int, device: torch.device) -> dict:
+    """The device letterbox against OpenCV's on the same decoded pixels: values that differ (0 expected)."""
+    differing = 0
+    for data in jpegs:
+        bgr = decode_bgr(data, spec.DEFAULT_MAX_PIXELS)
+        want, _ = letterbox(bgr, size)
+        got, _ = letterbox_on_device(torch.from_numpy(bgr).to(device), size)
+        differing += int((got.cpu().numpy() != want).sum())
+    return {"images": len(jpegs), "differing_values": differing}
+
+
+@torch.inference_mode()
+def people_effect(jpegs: list[bytes], decoder: JpegDecoder, device: torch.device, model) -> dict:
+    """People from GPU-decoded pixels against people from CPU-decoded ones: the same FP32 weights on the
+    device, the numpy decoder for both; and the device decoder against the numpy one on the same
+    engine outputs."""
+    from .gpu_numerics import SETTINGS, torch_outputs
+
+    size = model.variant.input_size
+    deploy = deploy_graph(model, spec.DEFAULT_TOPK)
+    fp32 = next(s for s in SETTINGS if s.name == "fp32")
+    stages = {name: GpuPreprocess(input_size=size, max_pixels=spec.DEFAULT_MAX_PIXELS, device=device,
+                                  decoder=d) for name, d in (("cpu", None), ("gpu", decoder))}
+    [cpu_in], [gpu_in] = stages["cpu"].run([jpegs]), stages["gpu"].run([jpegs])
+    people, raw = {}, {}
+    for name, rows in (("cpu", cpu_in), ("gpu", gpu_in)):
+        raw[name] = torch_outputs(deploy, fp32, device, rows.inputs.cpu().numpy())
+        people[name] = decode_batch(raw[name], rows.affines, spec.DEFAULT_SCORE_THR, spec.DEFAULT_NMS_THR)
+    effect = compare(people["cpu"], people["gpu"], raw["gpu"])
+    want = stack_people(people["cpu"], model.num_keypoints)
+    got = decode_on_device({n: torch.as_tensor(v, device=device) for n, v in raw["cpu"].items()},
+                           torch.as_tensor(cpu_in.affines, device=device), score_thr=spec.DEFAULT_SCORE_THR,
+                           nms_thr=spec.DEFAULT_NMS_THR, num_keypoints=model.num_keypoints)
+    got = [g.cpu().numpy() for g in got]
+    same_counts = bool(np.array_equal(got[0], want[0]))
+    effect["device_decoder"] = {
+        "same_people_counts": same_counts,
+        "max_abs_keypoint_px": float(np.abs(got[3] - want[3]).max()) if same_counts else None,
+        "max_abs_score": float(np.abs(got[2] - want[2]).max()) if same_counts else None,
+    }
+    return effect
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def decode_throughput(jpegs: dict[str, list[bytes]], decoder: JpegDecoder, device: torch.device,
+                      batches: tuple[int, ...], budget_s: float) -> dict:
+    """Images/s of the batched device decode and of libjpeg-turbo on one core, per size and batch; and the
+    whole GPU preprocess's host CPU per image (what the served stage costs the host)."""
+    out: dict = {}
+    for size, images in jpegs.items():
+        row: dict = {}
+        cpu_start, n = time.perf_counter(), 0
+        while time.perf_counter() - cpu_start < budget_s / 4 or n < len(images):
+            decode_bgr(images[n % len(images)], spec.DEFAULT_MAX_PIXELS)
+            n += 1
+        row["libjpeg_one_core_images_per_s"] = n / (time.perf_counter() - cpu_start)
+        for b in batches:
+            batch = [torch.frombuffer(bytearray(images[i % len(images)]), dtype=torch.uint8)
+                     for i in range(b)]
+            decoder(batch)
+            _synchronize(device)
+            start, calls = time.perf_counter(), 0
+            while time.perf_counter() - start < budget_s / len(batches) / 2 or calls < 2:
+                decoder(batch)
+                calls += 1
+            _synchronize(device)
+            row[f"decode_batch_{b}_images_per_s"] = b * calls / (time.perf_counter() - start)
+            stage = GpuPreprocess(input_size=spec.VARIANTS[spec.DEFAULT_VARIANT].input_size,
+                                  max_pixels=spec.DEFAULT_MAX_PIXELS, device=device, decoder=decoder)
+            requests = [[images[i % len(images)]] for i in range(b)]
+            stage.run(requests)
+            _synchronize(device)
+            wall, cpu, calls = time.perf_counter(), time.process_time(), 0
+            while time.perf_counter() - wall < budget_s / len(batches) / 2 or calls < 2:
+                stage.run(requests)
+                calls += 1
+            _synchronize(device)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            row[f"preprocess_batch_{b}_images_per_s"] = b * calls / wall
+            row[f"preprocess_batch_{b}_host_cpu_ms_per_image"] = 1000 * cpu / (b * calls)
+        out[size] = row
+    return out
+
+
+def corruption(jpegs: list[bytes], decoder: JpegDecoder, device: torch.device, repeats: int) -> dict:
+    """The same batch decoded ``repeats`` times with matmuls queued on the stream between calls; images
+    whose pixels differ from the first decode (0 expected)."""
+    batch = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in jpegs]
+    first = [t.clone() for t in decoder(batch)]
+    busy = torch.randn(2048, 2048, device=device)
+    bad = 0
+    for _ in range(repeats):
+        for _ in range(4):  # queued work the decode must not write under
+            busy = (busy @ busy).clamp_(-1, 1)
+        again = decoder(batch)
+        bad += sum(not torch.equal(a, b) for a, b in zip(first, again))
+    _synchronize(device)
+    return {"batch": len(batch), "repeats": repeats, "corrupted_images": bad}
+
+
+def jpeg_section(*, device: torch.device, dry_run: bool, model) -> dict:
+    """Every measurement above; ``model`` gives the weights for the people comparison."""
+    decoder, how = chosen_decoder(device)
+    sizes = ((64, 48),) if dry_run else SIZES
+    jpegs = sized_jpegs(sizes)
+    photos = [p.read_bytes() for p in sorted((FIXTURES / "images").rglob("*.jpg"))]
+    mixed = [j for images in jpegs.values() for j in images] + photos
+    return {
+        "decoder": how,
+        "pixels": {"photos": pixel_differences(photos, decoder, device),
+                   **{size: pixel_differences(images, decoder, device) for size, images in jpegs.items()}},
+        "letterbox": letterbox_exactness(photos[:2] if dry_run else photos, model.variant.input_size, device),
+        "people": people_effect(photos[:2] if dry_run else photos, decoder, device, model),
+        "throughput": decode_throughput(jpegs, decoder, device, (1, 2) if dry_run else (1, 8, 32),
+                                        budget_s=0.5 if dry_run else 4.0),
+        "corruption": corruption((mixed * 4)[:32], decoder, device, repeats=2 if dry_run else 50),
+    }
