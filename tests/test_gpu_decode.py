@@ -11,7 +11,7 @@ from rtmo_triton.served.letterbox import letterbox
 from rtmo_triton.spec import DEFAULT_NMS_THR, DEFAULT_SCORE_THR, DEFAULT_TOPK, ENGINE_OUTPUTS, NUM_BINS
 
 from .golden import CHECKPOINT_T, OUTPUT_FILES, load_output
-from .test_postprocess import affine, engine_outputs, random_boxes
+from .test_postprocess import affine, engine_outputs, random_boxes, subpixel_crowd
 
 KPT_ATOL_PX, RTOL = 1e-3, 1e-5
 """float32 noise: the softmax sums run in another order than numpy's."""
@@ -78,10 +78,7 @@ def test_nms_keep_equals_opencv(seed, thr):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_nms_keep_on_a_subpixel_crowd_with_tied_scores(seed):
-    rng = np.random.default_rng(seed)
-    boxes, _ = random_boxes(rng, 150, spread=1.0)
-    boxes /= 80.0
-    scores = rng.choice(np.array([0.3, 0.6, 0.9], np.float32), 150)
+    boxes, scores = subpixel_crowd(seed)
     kept = torch_nms(boxes, scores, 0.5)
     np.testing.assert_array_equal(kept, postprocess.nms(boxes, scores, 0.5))
     assert 1 < len(kept) < 150

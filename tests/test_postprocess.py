@@ -30,13 +30,17 @@ def test_nms_equals_greedy(seed, thr):
     np.testing.assert_array_equal(nms(boxes, scores, thr), greedy_nms_reference(boxes, scores, thr))
 
 
+def subpixel_crowd(seed: int, n: int = 150) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes under a pixel, with three score values shared by many: ties everywhere."""
+    rng = np.random.default_rng(seed)
+    boxes, _ = random_boxes(rng, n, spread=1.0)
+    return boxes / 80.0, rng.choice(np.array([0.3, 0.6, 0.9], np.float32), n)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_nms_equals_greedy_on_a_subpixel_crowd_with_tied_scores(seed):
     """Boxes under a pixel would all vanish in integer rectangles; tied scores must keep index order."""
-    rng = np.random.default_rng(seed)
-    boxes, _ = random_boxes(rng, 150, spread=1.0)
-    boxes /= 80.0
-    scores = rng.choice(np.array([0.3, 0.6, 0.9], np.float32), 150)
+    boxes, scores = subpixel_crowd(seed)
     kept = nms(boxes, scores, 0.5)
     np.testing.assert_array_equal(kept, greedy_nms_reference(boxes, scores, 0.5))
     assert 1 < len(kept) < 150
