@@ -119,6 +119,12 @@ DEFAULT_NMS_THR = 0.65
 DEFAULT_TOPK = 100
 """Candidate cells the engine hands to the decoder per image (see README, 'K')."""
 
+BENCHMARK_PEOPLE = 10
+"""People per image (median over the calibration images) that the benchmark form of the random weights
+is calibrated for (``model.checkpoint.benchmark_model``, ``make build-engines BENCHMARK=1``): a realistic
+scene, where plain random weights pass every one of the K candidates and so load the decoder and the
+responses with K people per image."""
+
 PRECISIONS = ("fp16", "fp32")
 """GPU compute of the trt and torch engines: fp16 keeps the DCC bin code and box decoding FP32; fp32
 is without TF32."""
@@ -223,6 +229,7 @@ class Param:
     SKELETON = "skeleton"
     RANDOM_WEIGHTS = "random_weights"
     WEIGHTS = "weights"
+    BENCHMARK_PEOPLE = "benchmark_people"  # only on benchmark weights: the people per image calibrated for
     CHECKPOINT = "checkpoint"
     CHECKPOINT_SHA256 = "checkpoint_sha256"
 

@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ..spec import KEYPOINT_SETS, VARIANTS
-from .rtmo import RTMO, build_rtmo
+from ..spec import (
+    BENCHMARK_PEOPLE,
+    DEFAULT_NMS_THR,
+    DEFAULT_SCORE_THR,
+    DEFAULT_TOPK,
+    KEYPOINT_SETS,
+    VARIANTS,
+    served_topk,
+)
+from .rtmo import RTMO, build_rtmo, cell_priors, decode_boxes, flatten_levels
 
 IGNORED: dict[str, str] = {
     "head.head_module.out_kpt_reg.": "training-only proxy keypoint regression",
@@ -141,6 +151,11 @@ def random_model(variant: str, seed: int = 0, num_keypoints: int | None = None) 
     image: every layer sees unit-scale inputs and the outputs look like a
     model's (finite boxes, a spread of scores).
     """
+    return _random_model(variant, seed, num_keypoints)[0]
+
+
+def _random_model(variant: str, seed: int, num_keypoints: int | None) -> tuple[RTMO, torch.Tensor]:
+    """``random_model`` and the synthetic image [1, 3, S, S] its BatchNorm statistics were measured on."""
     gen = torch.Generator().manual_seed(seed)
     kwargs = {} if num_keypoints is None else {"num_keypoints": num_keypoints}
     with torch.random.fork_rng(devices=[]):  # biases keep PyTorch's default init: seed it, leave no trace
@@ -166,4 +181,125 @@ def random_model(variant: str, seed: int = 0, num_keypoints: int | None = None) 
         for name, t in model.head.head_module.named_parameters():
             if name.startswith("out_") and name.endswith("weight"):
                 t.mul_(OUTPUT_GAIN)
-    return model.eval()
+    return model.eval(), image
+
+
+_BISECTION_STEPS = 40
+"""Halvings of the shift's bracket (the K logits' spread plus 2): far finer than a float32 logit resolves."""
+
+
+@dataclass(frozen=True)
+class BenchmarkCalibration:
+    """What ``benchmark_model`` did: the shift added to every ``out_cls`` bias, the people each
+    calibration image then gives (threshold and NMS as the decoder applies them), and those settings."""
+
+    shift: float
+    people: tuple[int, ...]
+    target: int
+    topk: int
+    score_thr: float
+    nms_thr: float
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.people))
+
+
+def benchmark_model(
+    variant: str, *, seed: int = 0, people: int = BENCHMARK_PEOPLE,
+    images: Sequence[np.ndarray] | None = None, num_keypoints: int | None = None, topk: int = DEFAULT_TOPK,
+    score_thr: float = DEFAULT_SCORE_THR, nms_thr: float = DEFAULT_NMS_THR,
+) -> tuple[RTMO, BenchmarkCalibration]:
+    """``random_model``'s weights with the classification biases shifted so that a median of ``people``
+    per image pass ``score_thr`` and NMS: benchmarks then measure the decoder at a realistic load.
+
+    ``images`` are letterboxed model inputs ([3, S, S] BGR, as the preprocess makes them); without them
+    the one synthetic image ``random_model`` measured its statistics on is the calibration set. Only the
+    ``out_cls`` biases differ from ``random_model``'s. Returns the calibration too, for the build's log
+    and its tests.
+    """
+    if images is not None and variant in VARIANTS:  # checked before the seconds of random_model
+        size, shapes = VARIANTS[variant].input_size, sorted({tuple(np.shape(i)) for i in images})
+        if shapes != [(3, size, size)]:
+            raise ValueError(f"calibration images must be letterboxed [3, {size}, {size}] inputs of "
+                             f"RTMO-{variant}, got shapes {shapes or 'none (no images)'}")
+    model, synthetic = _random_model(variant, seed, num_keypoints)
+    inputs = synthetic if images is None else torch.from_numpy(np.stack(list(images))).float()
+    calibration = calibrate_classification(model, inputs, people=people, topk=topk, score_thr=score_thr,
+                                           nms_thr=nms_thr)
+    with torch.no_grad():
+        for conv in model.head.head_module.out_cls:
+            conv.bias.add_(calibration.shift)
+    return model, calibration
+
+
+def calibrate_classification(
+    model: RTMO, inputs: torch.Tensor, *, people: int, topk: int = DEFAULT_TOPK,
+    score_thr: float = DEFAULT_SCORE_THR, nms_thr: float = DEFAULT_NMS_THR, chunk: int = 8,
+) -> BenchmarkCalibration:
+    """The shift of every classification logit for which the median image gives ``people`` people.
+
+    A served score is the sigmoid of its cell's logit and nothing else, so one shift common to all cells
+    leaves the engine's top-K cells and their boxes as they are: the network runs once, and bisection
+    then moves only the K logits through the decoder's threshold and NMS. The people count never falls
+    as the shift grows (the threshold passes a longer prefix of the same ranking, and greedy NMS decides
+    each candidate from better-ranked ones only), so bisection finds its steps; the middle of the median's
+    step at ``people`` is taken, so that the few ULPs an FP16 or TensorRT engine changes in a score leave
+    the count as it is.
+    """
+    from ..served.postprocess import survivors
+
+    k = served_topk(topk, model.variant.input_size)
+    if not 1 <= people <= k:
+        raise ValueError(f"people per image must be in [1, K={k}], got {people}")
+    if not 0 < score_thr < 1:  # at 0 every candidate passes whatever the shift
+        raise ValueError(f"calibrating needs a score threshold in (0, 1), got {score_thr}")
+    logits, boxes = _top_candidates(model.eval(), inputs, k, chunk)
+
+    def counts(shift: float) -> tuple[int, ...]:
+        scores = torch.sigmoid(torch.from_numpy(logits) + shift).numpy()
+        return tuple(len(survivors(s, b, score_thr, nms_thr)) for s, b in zip(scores, boxes))
+
+    def median(shift: float) -> float:
+        return float(np.median(counts(shift)))
+
+    threshold = float(np.log(score_thr / (1 - score_thr)))  # the logit of the score threshold
+    low = threshold - float(logits.max()) - 1.0  # every score below the threshold: nobody
+    high = threshold - float(logits.min()) + 1.0  # every candidate passes: NMS alone decides
+    if median(high) < people:
+        raise ValueError(f"NMS leaves a median of {median(high):g} of the K={k} candidates per image, "
+                         f"fewer than the {people} people asked for")
+    first = _first_reaching(median, people, low, high)
+    beyond = _first_reaching(median, people + 0.5, first, high) if median(high) > people else high
+    shift = (first + beyond) / 2
+    if median(shift) != people:  # the count jumps over ``people``: the nearest count above it
+        shift = first
+    return BenchmarkCalibration(shift=shift, people=counts(shift), target=people, topk=k,
+                                score_thr=score_thr, nms_thr=nms_thr)
+
+
+def _top_candidates(model: RTMO, inputs: torch.Tensor, k: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Classification logits [N, K] and boxes [N, K, 4] of each image's K best cells, as the deploy
+    graph (``model.deploy.DeployRTMO``) selects and decodes them."""
+    priors, strides = cell_priors(model.variant.input_size)
+    logits, boxes = [], []
+    with torch.no_grad():
+        for start in range(0, len(inputs), chunk):
+            maps = model(inputs[start:start + chunk])
+            top, idx = torch.topk(flatten_levels(maps.cls)[..., 0], k, dim=1)
+            deltas = torch.gather(flatten_levels(maps.box), 1, idx.unsqueeze(-1).expand(-1, -1, 4))
+            logits.append(top.float())
+            boxes.append(decode_boxes(deltas.float(), priors[idx], strides[idx]))
+    return torch.cat(logits).numpy(), torch.cat(boxes).numpy()
+
+
+def _first_reaching(f: Callable[[float], float], target: float, low: float, high: float) -> float:
+    """Bisection for the least shift where the non-decreasing ``f`` reaches ``target``, given
+    ``f(low) < target <= f(high)``; returns a shift where ``f`` has reached it."""
+    for _ in range(_BISECTION_STEPS):
+        mid = (low + high) / 2
+        if f(mid) >= target:
+            high = mid
+        else:
+            low = mid
+    return high

@@ -39,6 +39,16 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float) -> np.ndarray:
     return np.asarray(kept, np.int64).reshape(-1)
 
 
+def survivors(scores: np.ndarray, boxes: np.ndarray, score_thr: float, nms_thr: float) -> np.ndarray:
+    """Indices of one image's candidates that become people: above ``score_thr``, then NMS; in
+    descending score. The one rule, for the decoder and for the benchmark weights' calibration
+    (``model.checkpoint.benchmark_model``)."""
+    cand = np.flatnonzero(scores > score_thr)
+    if cand.size == 0:
+        return cand
+    return cand[nms(boxes[cand], scores[cand], nms_thr)]
+
+
 def softmax_integral(logits: np.ndarray, unit_bins: np.ndarray, centre: np.ndarray,
                      size: np.ndarray) -> np.ndarray:
     """Expected coordinate under the softmax of 1-D heatmap logits.
@@ -67,10 +77,9 @@ def decode_people(
     ``spec.AFFINE_FIELDS`` row (scale, offsets, original size, input size).
     """
     num_kpts = kpt_vis.shape[-1]
-    cand = np.flatnonzero(scores > score_thr)
-    if cand.size == 0:
+    keep = survivors(scores, boxes, score_thr, nms_thr)
+    if keep.size == 0:
         return People.empty(num_kpts)
-    keep = cand[nms(boxes[cand], scores[cand], nms_thr)]
 
     kept_boxes = boxes[keep].astype(np.float32)
     tl, br = kept_boxes[:, :2], kept_boxes[:, 2:]
