@@ -8,6 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL_REPOSITORY ?= model_repository
 CHECKPOINT ?=
+BENCHMARK ?=
 TOPK ?=
 SCORE_THR ?=
 NMS_THR ?=
@@ -30,7 +31,8 @@ VENV_FLAGS ?= $(shell $(PYTHON) -c "import tensorrt" >/dev/null 2>&1 && echo --s
 BUILD_FLAGS = --model-repository $(MODEL_REPOSITORY) $(if $(ENGINE),--engine $(ENGINE)) \
 	$(if $(PREPROCESS),--preprocess $(PREPROCESS)) \
 	$(if $(PRECISION),--precision $(PRECISION)) \
-	$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(TOPK),--topk $(TOPK)) \
+	$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(BENCHMARK),--benchmark-weights) \
+	$(if $(TOPK),--topk $(TOPK)) \
 	$(if $(SCORE_THR),--score-thr $(SCORE_THR)) $(if $(NMS_THR),--nms-thr $(NMS_THR)) \
 	$(if $(MAX_BATCH),--max-batch $(MAX_BATCH)) $(if $(MAX_PIXELS),--max-pixels $(MAX_PIXELS)) \
 	$(if $(ENGINE_THREADS),--engine-threads $(ENGINE_THREADS)) $(if $(MAX_QUEUE),--max-queue $(MAX_QUEUE)) \
@@ -58,7 +60,7 @@ $(SETUP_STAMP): pyproject.toml
 	@touch $@
 	@echo "setup done: $(VENV)/bin/rtmo-tritonserver --help"
 
-build-engines: $(SETUP_STAMP)  ## fill MODEL_REPOSITORY from CHECKPOINT (random RTMO-s without one)
+build-engines: $(SETUP_STAMP)  ## fill MODEL_REPOSITORY from CHECKPOINT (random RTMO-s without one; BENCHMARK=1: its benchmark form)
 	$(PY) -m rtmo_triton.build $(BUILD_FLAGS)
 
 $(MODEL_REPOSITORY)/rtmo/config.pbtxt:

@@ -85,6 +85,8 @@ def run_facts(repo: Path) -> dict[str, str]:
     p = {k: v.string_value for k, v in config.parameters.items()}
     P = spec.Param
     weights = "random weights" if p.get(P.RANDOM_WEIGHTS) == "true" else p.get(P.CHECKPOINT, "?")
+    if P.BENCHMARK_PEOPLE in p:
+        weights = f"BENCHMARK random weights (~{p[P.BENCHMARK_PEOPLE]} people per image)"
     return {"machine": f"{cpu}, {os.cpu_count()} cores, {platform.platform()}, "
                        f"Python {platform.python_version()}",
             "versions": ", ".join(f"{d} {installed[d]}" for d in (*dists, "numpy") if d in installed),

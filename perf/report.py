@@ -79,13 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     perf, start = args.reports / "perf", args.reports / "perf" / "server_start.json"
     run = json.loads(start.read_text()) if start.is_file() else {}
+    model = run.get("model", "")
     md = [f"# RTMO on Triton: CPU benchmark\n\nGenerated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
           "by `make report`.\n", *(f"- {k.capitalize()}: {run.get(k, 'not recorded')}"
                                    for k in ("machine", "versions", "model")),
           f"- tritonserver start to ensemble ready: {run.get('start_seconds', float('nan')):.2f} s",
           *(["\nWith random weights every one of the engine's K candidates passes the score threshold and "
              "NMS, so the decoder and the response carry K people per image; a trained checkpoint gives only "
-             "the people in the picture."] if "random weights" in run.get("model", "") else []),
+             "the people in the picture."] if "random weights" in model and "BENCHMARK" not in model else []),
+          *(["\nBENCHMARK weights: random, with the classification bias set so that about as many people "
+             "per image as stated pass the score threshold and NMS (`make build-engines BENCHMARK=1`), so "
+             "the decoder and the responses carry a real scene's load; the poses are still meaningless."]
+            if "BENCHMARK" in model else []),
           "\nRuns minutes apart on a shared machine differ noticeably: quote the alternated served/bare "
           "measurement. In-server times of the Python stages exceed their one-thread micro-benchmarks "
           "because every stage shares the cores with the engine.",

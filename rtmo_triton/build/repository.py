@@ -1,7 +1,8 @@
 """``make build-engines``: a checkpoint in, a servable Triton model repository out.
 
 Steps: pick the engine flavour, load the checkpoint (or deterministic random
-RTMO-s weights, announced loudly), export the ONNX deploy graph, build the
+RTMO-s weights, announced loudly; ``--benchmark-weights``: the same with the
+classification bias set for a realistic people count, for benchmarks), export the ONNX deploy graph, build the
 TensorRT plan when the flavour is ``trt``, install the Python models with the
 code and packages they bring (``packages``) and render every config from one
 ``RepositorySpec``. All of it is written into a staging folder beside the
@@ -29,6 +30,8 @@ from .flavour import FLAVOURS, PREPROCESS_FORMS, Flavour
 from .packages import GPU_MODULES, TORCH_ENGINE, PackagingError, default_pythons, install_python_model
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..model import RTMO
 
 DEFAULT_REPOSITORY = Path(spec.DEFAULT_REPOSITORY)
@@ -39,6 +42,12 @@ RANDOM_SEED = 0
 RANDOM_WARNING = (
     "NO CHECKPOINT GIVEN: building RTMO-{variant} with DETERMINISTIC RANDOM WEIGHTS (seed {seed}).",
     "The served people are meaningless; use it to try the stack.",
+    "To serve a real model:  make build-engines CHECKPOINT=path/to/rtmo.pth",
+)
+BENCHMARK_WARNING = (
+    "NO CHECKPOINT GIVEN: building a BENCHMARK RTMO-{variant}: DETERMINISTIC RANDOM WEIGHTS (seed {seed}),",
+    "classification bias set for ~{people} people per image (score > {score_thr}, NMS {nms_thr}, K={topk}).",
+    "The served people are meaningless; it loads the decoder as a real scene would, for benchmarks.",
     "To serve a real model:  make build-engines CHECKPOINT=path/to/rtmo.pth",
 )
 
@@ -58,6 +67,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m rtmo_triton.build",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", type=Path, help="official RTMO checkpoint (.pth); omit for random RTMO-s")
+    p.add_argument("--benchmark-weights", action="store_true",
+                   help="without --checkpoint only: random RTMO-s whose classification bias lets "
+                        f"~{spec.BENCHMARK_PEOPLE} people per image pass the score threshold (plain random "
+                        "weights pass all K), labelled a benchmark model in the served config")
     p.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY)
     p.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE,
                    help="build workspace: packed packages are kept there and reused")
@@ -95,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--topk must be ≥ 1, got {args.topk}")
     if args.engine_threads is not None and args.engine_threads < 0:
         p.error(f"--engine-threads must be ≥ 0, got {args.engine_threads}")
+    if args.benchmark_weights and args.checkpoint is not None:
+        p.error("--benchmark-weights replaces the random weights a build without --checkpoint serves; "
+                "it does not apply to a checkpoint")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         p.error(f"checkpoint not found: {args.checkpoint}")
     if args.max_batch < 1:
@@ -106,6 +122,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 <= args.score_thr < 1 or not 0 < args.nms_thr <= 1:
         p.error(f"--score-thr must be in [0, 1) and --nms-thr in (0, 1], got {args.score_thr}, "
                 f"{args.nms_thr}")
+    if args.benchmark_weights and args.score_thr == 0:
+        p.error("--benchmark-weights sets the people that pass the score threshold: --score-thr 0 passes all")
+    if args.benchmark_weights and args.topk < spec.BENCHMARK_PEOPLE:
+        p.error(f"--benchmark-weights calibrates for {spec.BENCHMARK_PEOPLE} people per image: --topk "
+                f"must be ≥ {spec.BENCHMARK_PEOPLE}, got {args.topk}")
     if args.tuned is not None and not args.tuned.is_file():
         p.error(f"tuned file not found: {args.tuned}")
     try:  # read now: a bad tuned file must stop the build before its minutes of work
@@ -119,10 +140,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_weights(checkpoint: Path | None):
-    """The model and what to say about its weights in the served config."""
+def calibration_paths() -> list[Path]:
+    """The benchmark weights' calibration photos: the checkout's fixture JPEGs and its sample image (a
+    build runs from a checkout); none where they are absent, and the synthetic image then serves."""
+    from ..harness import FIXTURES, SAMPLE_IMAGE
+
+    return [p for p in (*sorted((FIXTURES / "images").rglob("*.jpg")), SAMPLE_IMAGE) if p.is_file()]
+
+
+def calibration_images(input_size: int) -> list[np.ndarray]:
+    """``calibration_paths`` letterboxed as the served preprocess does it."""
+    from ..served.preprocess import preprocess_batch
+
+    data = [p.read_bytes() for p in calibration_paths()]
+    return list(preprocess_batch(data, input_size, spec.DEFAULT_MAX_PIXELS)[0]) if data else []
+
+
+def load_weights(checkpoint: Path | None, *, benchmark: bool = False, topk: int = spec.DEFAULT_TOPK,
+                 score_thr: float = spec.DEFAULT_SCORE_THR, nms_thr: float = spec.DEFAULT_NMS_THR):
+    """The model and what to say about its weights in the served config. ``benchmark``: the random
+    weights calibrated at these decode settings for ``spec.BENCHMARK_PEOPLE`` per image."""
     from ..model import load_checkpoint, random_model
 
+    if checkpoint is None and benchmark:
+        return benchmark_weights(topk=topk, score_thr=score_thr, nms_thr=nms_thr)
     if checkpoint is None:
         print(banner(RANDOM_WARNING, variant=spec.DEFAULT_VARIANT.upper(), seed=RANDOM_SEED), file=sys.stderr,
               flush=True)
@@ -135,6 +176,27 @@ def load_weights(checkpoint: Path | None):
         + (", deploy form" if info.deploy_form else ""))
     return model, {Param.RANDOM_WEIGHTS: "false", Param.CHECKPOINT: checkpoint.name,
                    Param.CHECKPOINT_SHA256: file_sha256(checkpoint)}
+
+
+def benchmark_weights(*, topk: int, score_thr: float, nms_thr: float):
+    """``load_weights`` of a benchmark build: announced, calibrated, and labelled BENCHMARK in the config."""
+    from ..model import benchmark_model
+
+    variant, people = spec.DEFAULT_VARIANT, spec.BENCHMARK_PEOPLE
+    size = spec.VARIANTS[variant].input_size
+    print(banner(BENCHMARK_WARNING, variant=variant.upper(), seed=RANDOM_SEED, people=people,
+                 score_thr=score_thr, nms_thr=nms_thr, topk=spec.served_topk(topk, size)),
+          file=sys.stderr, flush=True)
+    images = calibration_images(size)
+    start = time.perf_counter()
+    model, cal = benchmark_model(variant, seed=RANDOM_SEED, people=people, images=images or None, topk=topk,
+                                 score_thr=score_thr, nms_thr=nms_thr)
+    on = f"{len(images)} calibration images" if images else "the synthetic image (no checkout fixtures found)"
+    log(f"benchmark weights: classification bias shifted by {cal.shift:+.4f}, a median {cal.median:g} people "
+        f"on {on} (per image: {', '.join(map(str, cal.people))}), {time.perf_counter() - start:.1f} s")
+    weights = (f"deterministic random RTMO-{variant} (seed {RANDOM_SEED}), classification bias set for "
+               f"~{people} people per image: a BENCHMARK model, not a trained model")
+    return model, {Param.RANDOM_WEIGHTS: "true", Param.WEIGHTS: weights, Param.BENCHMARK_PEOPLE: str(people)}
 
 
 def build_or_reuse_plan(onnx_path: Path, plan: Path, precision: str, max_batch: int) -> None:
@@ -213,7 +275,8 @@ def build(args: argparse.Namespace) -> Path:
     where = f"PyTorch on {flavour.device}" if preprocess == "gpu" else "numpy and OpenCV on the host"
     log(f"preprocess and decode: {preprocess} ({where})")
     repo = args.model_repository
-    model, provenance = load_weights(args.checkpoint)
+    model, provenance = load_weights(args.checkpoint, benchmark=args.benchmark_weights, topk=args.topk,
+                                     score_thr=args.score_thr, nms_thr=args.nms_thr)
     staging = start_staging(repo, keep_plan=flavour.name == "trt")
     try:
         repo_spec = fill(staging, args, model=model, provenance=provenance, flavour=flavour,
