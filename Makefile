@@ -97,10 +97,10 @@ rehearse-scale: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## 3 repli
 	$(PY) -m deploy.rehearse --model-repository $(MODEL_REPOSITORY)
 
 SOAK_MINUTES ?= 30
-soak: $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## SOAK_MINUTES of mixed image sizes: failures, latency and RSS over time (reports/soak/)
+soak: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## SOAK_MINUTES of mixed image sizes: failures, latency and RSS over time (reports/soak/)
 	$(PY) -m rtmo_triton.harness.soak --model-repository $(MODEL_REPOSITORY) --minutes $(SOAK_MINUTES)
 
-overload: $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## accepted latency and busy refusals at 1x/2x/4x the sustainable concurrency
+overload: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## accepted latency and busy refusals at 1x/2x/4x the sustainable concurrency
 	$(PY) -m rtmo_triton.harness.overload --model-repository $(MODEL_REPOSITORY)
 
 .PHONY: gpu-check gpu-check-prepare gpu-check-rehearse

@@ -167,3 +167,13 @@ def test_script_runs_from_a_checkout(tmp_path):
     bad = subprocess.run([sys.executable, SCRIPT, "--overlay", str(tmp_path)], capture_output=True,
                          text=True, cwd=tmp_path)
     assert bad.returncode == 2 and "--overlay needs --out-dir" in bad.stderr
+
+
+def test_the_client_is_a_console_script_like_its_siblings():
+    """``rtmo-client`` beside ``rtmo-eval`` and ``rtmo-video``: installed by the package, same parser."""
+    scripts = Path(sys.executable).parent
+    for name in ("rtmo-client", "rtmo-eval", "rtmo-video"):
+        assert (scripts / name).is_file(), f"{name} is not installed (make setup)"
+    done = subprocess.run([str(scripts / "rtmo-client"), "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("usage: rtmo-client"), done.stderr

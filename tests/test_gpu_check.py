@@ -69,7 +69,7 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
     assert on_device["same_people_counts"] and on_device["max_abs_keypoint_px"] < 1e-2
     assert all(r["preprocess_batch_2_host_cpu_ms_per_image"] > 0 for r in jpeg["throughput"].values())
     served = sections["served"]["forms"]["gpu"]  # the dry run's one form: the torch stages, on the CPU
-    assert served["preprocess"] == "gpu"
+    assert served["preprocess"] == "gpu" and served["weights"] == "fixture checkpoint"
     assert list(served["lone_request_ms"]) == ["64x48"] and served["lone_request_ms"]["64x48"]["p50"] > 0
     assert [level["concurrency"] for level in served["levels"]] == [1, 3]
     cpus = report["environment"]["cpus"]

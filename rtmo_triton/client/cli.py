@@ -42,7 +42,7 @@ CHUNK_REQUESTS = 4
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rtmo_client",
+        prog="rtmo-client",
         description="Multi-person pose estimation with the RTMO ensemble on a Triton server.",
         epilog=f"Folders are searched recursively for {', '.join(sorted(IMAGE_EXTENSIONS))}.",
     )

@@ -62,6 +62,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=Path("/tmp/rtmo-gpu-check"), help="scratch folder")
     p.add_argument("--sections", default="jpeg,served,ceiling,numerics,dcc_probe,copies",
                    help="in this order; the GPU-resident path's first (default: %(default)s)")
+    p.add_argument("--served-weights", choices=("benchmark", "random"), default="benchmark",
+                   help="served: random RTMO-s calibrated for a realistic people count (make "
+                        "build-engines BENCHMARK=1), or plain random weights, which pass every candidate "
+                        "(default: %(default)s)")
     p.add_argument("--preprocess", default=None,
                    help="served: the preprocess forms measured, in order (default gpu,cpu; dry run: gpu)")
     p.add_argument("--variants", default=None, help="random-weight variants (default s,m,l; dry run: none)")
@@ -332,7 +336,7 @@ def _served(s: dict, ceiling: float | None = None) -> list[str]:
     lines = [f"## Served ensemble, torch flavour, {form} preprocess ({'; '.join(s.get('engine', []))})", "",
              f"Repository built in {s['build_s']} s, server ready in {s.get('start_s')} s; "
              f"{s['images']} real JPEGs cycled, one image per request over gRPC, max batch "
-             f"{s['max_batch']}.", ""]
+             f"{s['max_batch']}; weights: {s.get('weights', 'random')}.", ""]
     lines += _table(("concurrency", "requests ok", "images/s" + (" (÷ ceiling)" if ceiling else ""),
                      "latency p50 / p90 / p99 ms", "engine mean batch", "engine queue / compute ms",
                      "host cores busy (load generator)", "server host CPU ms / image"))
@@ -533,6 +537,7 @@ def _serve(args, root: Path, work: Path, carried: list[Path]) -> dict:
                                      checkpoint=CHECKPOINT_T if args.dry_run else None,
                                      max_batch=2 if args.dry_run else 8, tuned=args.tuned,
                                      concurrencies=args.concurrencies, preprocess=form,
+                                     benchmark=args.served_weights == "benchmark" and not args.dry_run,
                                      level_s=1.0 if args.dry_run else 6.0)
     return {"forms": forms}
 

@@ -73,7 +73,7 @@ def launch(root: Path) -> tuple[list[str], dict[str, str]]:
 
 
 def build_repository(repo: Path, *, checkpoint: Path | None, max_batch: int, carried: list[Path],
-                     preprocess: str, tuned: Path | None = None, log=print) -> None:
+                     preprocess: str, benchmark: bool = False, tuned: Path | None = None, log=print) -> None:
     """Torch flavour, the packages of this interpreter (``carried`` wheels ahead of them); a busy server
     must queue, not refuse (load test)."""
     from ..build import repository
@@ -81,7 +81,7 @@ def build_repository(repo: Path, *, checkpoint: Path | None, max_batch: int, car
 
     args = ["--model-repository", str(repo), "--engine", "torch", "--pythons", "none",
             "--max-batch", str(max_batch), "--max-queue", "0", "--workspace", str(repo.parent / "ws"),
-            "--preprocess", preprocess]
+            "--preprocess", preprocess, *(["--benchmark-weights"] if benchmark else [])]
     if checkpoint is not None:
         args += ["--checkpoint", str(checkpoint)]
     if tuned is not None:
@@ -177,8 +177,8 @@ def _latency(outcomes) -> dict[str, float]:
 
 def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list[Path],
                    checkpoint: Path | None, max_batch: int, concurrencies: tuple[int, ...], level_s: float,
-                   preprocess: str, lone: dict[str, list[bytes]] | None = None, tuned: Path | None = None,
-                   log=print) -> dict:
+                   preprocess: str, benchmark: bool = False, lone: dict[str, list[bytes]] | None = None,
+                   tuned: Path | None = None, log=print) -> dict:
     """Build, start, warm up, then one load level per concurrency, a lone request's latency per image
     size of ``lone`` (size → JPEGs), and a max-batch phase."""
     from ..build.configs import load_scheduling
@@ -187,9 +187,10 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list
     repo = work / "repo"
     t0 = time.perf_counter()
     build_repository(repo, checkpoint=checkpoint, max_batch=max_batch, carried=carried, tuned=tuned,
-                     preprocess=preprocess, log=log)
+                     preprocess=preprocess, benchmark=benchmark, log=log)
     result: dict = {"build_s": round(time.perf_counter() - t0, 1), "max_batch": max_batch,
                     "preprocess": preprocess,
+                    "weights": "fixture checkpoint" if checkpoint else "benchmark" if benchmark else "random",
                     "images": len(images), "levels": [], "tuned": str(tuned) if tuned else None,
                     "instances": {m: s.instances for m, s in load_scheduling(tuned).items()}}
     log_path = work / "tritonserver.log"
