@@ -53,7 +53,7 @@ $(SETUP_STAMP): pyproject.toml
 	@# the index is asked only where it answers (a host without it installs from its own mirror)
 	$(PY) -m pip install -q torch==2.13.0 $$($(PY) -c "import urllib.request as r; r.urlopen('$(TORCH_INDEX)/', \
 		timeout=10)" >/dev/null 2>&1 && echo --extra-index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -e '.[build,client,dev]' nvidia-pytriton==0.7.0
+	$(PY) -m pip install -q -e '.[build,client,eval,dev]' nvidia-pytriton==0.7.0
 	$(PY) -c "from rtmo_triton.serve.tritonserver import install; install()"
 	@if [ -f perf/install_tools.sh ]; then bash perf/install_tools.sh; fi
 	@bash deploy/install_tools.sh kubectl || echo "setup: no kubectl, tests/test_k8s.py will skip (and fail in CI)"

@@ -147,7 +147,8 @@ def score(annotation: Annotation, results_file: Path) -> dict[str, float]:
         from xtcocotools.coco import COCO
         from xtcocotools.cocoeval import COCOeval
     except (ImportError, ValueError) as exc:  # ValueError: a wheel built for another numpy
-        raise EvalError(f"xtcocotools cannot be used ({exc}): pip install xtcocotools 'numpy<2'") from None
+        raise EvalError(f"xtcocotools cannot be used ({exc}): "
+                        "pip install 'rtmo-triton[eval]' (xtcocotools, numpy<2)") from None
 
     b = annotation.benchmark
     gt = COCO(str(annotation.path))
@@ -246,7 +247,7 @@ def run(annotation: Annotation, images_dir: Path, out: Path, *, client: Any, pro
     if errors:
         return errors
     results = [r for i in annotation.images for r in progress.done[i["id"]]]
-    out.write_text("[\n" + ",\n".join(json.dumps(r) for r in results) + "\n]\n")
+    write_whole(out, "[\n" + ",\n".join(json.dumps(r) for r in results) + "\n]\n")
     progress.path.unlink()
     print(f"{len(results)} people in {len(annotation.images)} images written to {out}", file=log)
     return []

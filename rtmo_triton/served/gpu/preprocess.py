@@ -91,6 +91,8 @@ class GpuPreprocess:
                 results.append(self._letterbox_request(r, images, headers, decoded))
             except Exception as exc:  # noqa: BLE001 - this request's alone
                 results.append(Decoded(error=exc))
+        if self.device.type == "cuda":  # finished before another process reads the rows by CUDA IPC
+            torch.cuda.current_stream(self.device).synchronize()
         return results
 
     def _decode_on_device(self, encoded: list[bytes]) -> list[torch.Tensor | None]:
