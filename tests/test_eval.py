@@ -24,6 +24,7 @@ from rtmo_triton.client.evaluate import (
     coco_results,
     load_annotation,
     main,
+    progress_path,
     score,
 )
 from rtmo_triton.client.transport import served_parameters
@@ -187,7 +188,7 @@ def test_fixture_images_through_the_server(server, tmp_path, capsys):
     for r in results:
         assert r["category_id"] == 1 and len(r["keypoints"]) == 3 * spec.COCO.num_keypoints
         assert len(r["bbox"]) == 4 and 0 < r["score"] <= 1
-    assert not out.with_name(out.name + ".partial").exists()
+    assert not progress_path(out).exists() and not out.with_name(out.name + ".partial").exists()
     assert "Average Recall     (AR) @[ IoU=0.50:0.95 | area= large" in printed.out
     assert "4 images, 0 already done" in printed.err
     print(printed.out.splitlines()[-1])
@@ -202,7 +203,7 @@ def test_a_rerun_sends_only_the_images_not_yet_done(server, tmp_path, capsys):
     finally:
         client.close()
     out = tmp_path / "results.json"
-    progress = Progress(out.with_name(out.name + ".partial"), {
+    progress = Progress(progress_path(out), {
         "annotation": str(COCO_ANNOTATIONS.resolve()), "model": spec.ENSEMBLE_NAME, "parameters": parameters})
     done = [i["id"] for i in annotation.images[:2]]
     for image_id in done:
@@ -231,7 +232,7 @@ def test_served_model_must_predict_the_annotations_keypoints(server, tmp_path, c
 
 
 def test_progress_resumes_and_refuses_a_file_it_did_not_make(tmp_path):
-    path, header = tmp_path / "r.json.partial", {"annotation": "a.json", "model": "rtmo", "parameters": {}}
+    path, header = tmp_path / "r.json.progress", {"annotation": "a.json", "model": "rtmo", "parameters": {}}
     Progress(path, header).add(7, [])
     with path.open("a") as f:
         f.write('{"image_id": 8')  # the torn last line of a killed run

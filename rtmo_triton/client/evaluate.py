@@ -10,7 +10,7 @@ COCO uses iou_type ``keypoints`` with the annotated areas; CrowdPose
 ``keypoints_crowd`` with ``use_area=False`` and AP easy/medium/hard by each
 image's ``crowdIndex``. The OKS, matching and AP are xtcocotools' own.
 
-A run appends each finished image to ``<out>.partial`` (JSON lines); the same
+A run appends each finished image to ``<out>.progress`` (JSON lines); the same
 command run again continues from it, and failed images are retried. Exit
 status: 0 scored, 1 images failed (rerun to retry them), 2 bad input,
 3 server unreachable or model not ready.
@@ -170,8 +170,14 @@ def missing_images(annotation: Annotation, images_dir: Path) -> list[str]:
     return [i["file_name"] for i in annotation.images if not (images_dir / i["file_name"]).is_file()]
 
 
+def progress_path(out: Path) -> Path:
+    """The resume file of a run writing ``out``: not ``whole_files``' ``<out>.partial``, which the final
+    write uses and renames away."""
+    return out.with_name(out.name + ".progress")
+
+
 class Progress:
-    """``<out>.partial``: a header line (what made it), then one line per finished image."""
+    """``<out>.progress``: a header line (what made it), then one line per finished image."""
 
     def __init__(self, path: Path, header: dict[str, Any]):
         self.path, self.done = path, {}
@@ -202,7 +208,7 @@ class Progress:
 def run(annotation: Annotation, images_dir: Path, out: Path, *, client: Any, protocol: str,
         model: str = spec.ENSEMBLE_NAME, concurrency: int = 1, timeout_s: float | None = None,
         log: TextIO | None = None) -> list[str]:
-    """Infer every image not yet in ``<out>.partial``; write ``out`` once all are done.
+    """Infer every image not yet in ``<out>.progress``; write ``out`` once all are done.
 
     Returns the errors of the images that failed (empty when ``out`` was written).
     """
@@ -211,7 +217,7 @@ def run(annotation: Annotation, images_dir: Path, out: Path, *, client: Any, pro
     parameters = served_parameters(model_config(client, protocol, model))
     check_served_keypoints(parameters, annotation.benchmark)
     header = {"annotation": str(annotation.path.resolve()), "model": model, "parameters": parameters}
-    progress = Progress(out.with_name(out.name + ".partial"), header)
+    progress = Progress(progress_path(out), header)
     todo = [i for i in annotation.images if i["id"] not in progress.done]
     batch = max(info.max_batch_size, 1)
     chunk = batch * concurrency * CHUNK_REQUESTS
