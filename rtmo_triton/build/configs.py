@@ -17,6 +17,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from .. import spec
 from ..spec import Param as P
+from .flavour import PREPROCESS_PLACES
 
 FLAVOUR_FILES = {"onnx": "model.onnx", "trt": "model.plan", "torch": "model.pt"}
 """Engine file in the version folder, by flavour."""
@@ -103,8 +104,9 @@ class RepositorySpec:
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOUR_FILES:
             raise ValueError(f"engine flavour {self.flavour!r}: expected one of {', '.join(FLAVOUR_FILES)}")
-        if self.preprocess not in ("gpu", "cpu"):
-            raise ValueError(f"preprocess {self.preprocess!r}: expected gpu or cpu")
+        if self.preprocess not in PREPROCESS_PLACES:
+            raise ValueError(f"preprocess {self.preprocess!r}: expected one of "
+                             f"{', '.join(PREPROCESS_PLACES)}")
         if self.max_batch < 1:
             raise ValueError(f"max batch must be ≥ 1, got {self.max_batch}")
         if self.max_queue < 0:

@@ -101,7 +101,9 @@ def choose_flavour(requested: str = "auto", tensorrt_check: Callable[[], str | N
     return Flavour("onnx", f"auto: {'; '.join([*missing, no_cuda, *hint])}")
 
 
-PREPROCESS_FORMS = ("auto", "gpu", "cpu")
+PREPROCESS_PLACES = ("gpu", "cpu")
+"""Where a built repository's preprocess and decode models run (``RepositorySpec.preprocess``)."""
+PREPROCESS_FORMS = ("auto", *PREPROCESS_PLACES)
 """``PREPROCESS=``: where the preprocess and decode models run. ``gpu``: PyTorch on the engine's device
 (``served.gpu``: JPEG decode, letterbox, NMS and DCC decoding there, tensors passed on the device);
 ``cpu``: numpy and OpenCV on the host; ``auto``: ``gpu`` where the engine is on a GPU."""

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .. import spec
+from ..build.flavour import PREPROCESS_PLACES
 from . import FIXTURES
 
 CHECKPOINT_T = FIXTURES / "rtmo-t" / "rtmo-t_random_seed0.pth"
@@ -86,7 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.variants = [v for v in args.variants.split(",") if v]
     args.sections = [s for s in args.sections.split(",") if s]
     args.preprocess = [f for f in (args.preprocess or ("gpu" if args.dry_run else "gpu,cpu")).split(",") if f]
-    if not args.preprocess or set(args.preprocess) - {"gpu", "cpu"}:
+    if not args.preprocess or set(args.preprocess) - set(PREPROCESS_PLACES):
         p.error(f"--preprocess: gpu, cpu or both, comma-separated, not {','.join(args.preprocess)!r}")
     if args.tuned is not None and not args.tuned.is_file():
         p.error(f"--tuned: no such file: {args.tuned}")

@@ -208,7 +208,7 @@ def provide_torch(args: list[str], env: dict[str, str]) -> None:
         f"can use has it: not this one ({sys.executable}), not the server's Python {version} ({server}: "
         f"{why}). Install it here (`{sys.executable} -m pip install torch`) or for the server's Python "
         f"(`{server} -m pip install torch`), or rebuild the repository with "
-        f"`make build-engines ENGINE=onnx`")
+        f"`make build-engines ENGINE=onnx PREPROCESS=cpu`")
 
 
 def install() -> None:

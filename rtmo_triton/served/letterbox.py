@@ -90,6 +90,16 @@ def picture_rect(box: Letterbox) -> tuple[int, int, int, int]:
             min(math.ceil(box.offset_y + box.scale * box.orig_h) + margin, size))
 
 
+def warp_plan(orig_w: int, orig_h: int, size: int) -> tuple[np.ndarray, Letterbox, tuple[int, int, int, int]]:
+    """The matrix to warp only ``picture_rect`` with (the letterbox matrix moved to the rectangle's
+    origin), the mapping, and the rectangle: what every letterbox here, OpenCV's or torch's, warps."""
+    m, box = letterbox_matrix(orig_w, orig_h, size)
+    rect = picture_rect(box)
+    shifted = m.copy()
+    shifted[:, 2] -= rect[:2]
+    return shifted, box, rect
+
+
 def letterbox(
     image_bgr: np.ndarray, size: int, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, Letterbox]:
@@ -100,10 +110,7 @@ def letterbox(
     row of a batch) receives the channel-first copy directly.
     """
     h, w = image_bgr.shape[:2]
-    m, box = letterbox_matrix(w, h, size)
-    x0, y0, x1, y1 = picture_rect(box)
-    shifted = m.copy()
-    shifted[:, 2] -= (x0, y0)
+    shifted, box, (x0, y0, x1, y1) = warp_plan(w, h, size)
     warped = cv2.warpAffine(
         image_bgr, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3,

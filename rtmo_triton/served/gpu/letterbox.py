@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ...spec import ENGINE_INPUT_DTYPE, PAD_VALUE
-from ..letterbox import Letterbox, letterbox_matrix, picture_rect
+from ..letterbox import Letterbox, warp_plan
 
 AB_BITS = 10
 """Fractional bits of warpAffine's source positions before they are cut to the interpolation table."""
@@ -129,17 +129,14 @@ def letterbox(image: torch.Tensor, size: int, *, out: torch.Tensor | None = None
               ) -> tuple[torch.Tensor, Letterbox]:
     """BGR uint8 HxWx3 tensor → 3xSxS engine input and its mapping, equal to the CPU ``letterbox``.
 
-    The same matrix, picture rectangle and translated warp as ``served/letterbox.py``, so the two
-    agree bit for bit by construction; everything outside the rectangle is ``PAD_VALUE``. ``out``
+    The same ``warp_plan`` (matrix, picture rectangle, translated warp) as ``served/letterbox.py``, so
+    the two agree bit for bit by construction; everything outside the rectangle is ``PAD_VALUE``. ``out``
     (3xSxS ``ENGINE_INPUT_DTYPE``, e.g. a row of a batch on the image's device) receives it in place.
     """
     if image.dim() != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 BGR image, got {tuple(image.shape)}")
     h, w = image.shape[:2]
-    m, box = letterbox_matrix(w, h, size)
-    x0, y0, x1, y1 = picture_rect(box)
-    shifted = m.copy()
-    shifted[:, 2] -= (x0, y0)
+    shifted, box, (x0, y0, x1, y1) = warp_plan(w, h, size)
     if out is None:
         out = torch.empty((3, size, size), dtype=ENGINE_INPUT_TORCH_DTYPE, device=image.device)
     elif out.shape != (3, size, size) or out.dtype != ENGINE_INPUT_TORCH_DTYPE:

@@ -66,7 +66,7 @@ class GpuPreprocess:
                  decoder: JpegDecoder | None) -> None:
         self.input_size, self.max_pixels, self.device, self.decoder = input_size, max_pixels, device, decoder
         self.cpu_decodes = 0
-        """Images the CPU decoded although the stage has a GPU decoder (its fallback), for the logs."""
+        """Images the CPU decoded although the stage has a GPU decoder (its fallback), since start."""
 
     def run(self, requests: Sequence[Sequence[bytes]]) -> list[Decoded]:
         """One ``Decoded`` per request; a request fails at its first bad image, naming the row."""

@@ -31,9 +31,9 @@ class TritonPythonModel:
             except Exception as exc:  # noqa: BLE001 - answered below, for this request alone
                 images.append(exc)
         readable = [i for i, rows in enumerate(images) if not isinstance(rows, Exception)]
-        results = dict(zip(readable, self.stage.run([images[i].tolist() for i in readable])))
-        return respond_each(range(len(requests)), lambda i: self._tensors(results.get(i) or images[i]),
-                            pb_utils)
+        for i, result in zip(readable, self.stage.run([images[i].tolist() for i in readable])):
+            images[i] = result  # each request's slot: its unreadable input's error, or its result
+        return respond_each(images, self._tensors, pb_utils)
 
     @staticmethod
     def _tensors(result) -> list:
