@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 MODEL_REPOSITORY ?= model_repository
 CHECKPOINT ?=
 BENCHMARK ?=
+# the photos BENCHMARK=1 calibrates its people count on
+CALIBRATION ?= tests/fixtures/images samples
 TOPK ?=
 SCORE_THR ?=
 NMS_THR ?=
@@ -31,7 +33,7 @@ VENV_FLAGS ?= $(shell $(PYTHON) -c "import tensorrt" >/dev/null 2>&1 && echo --s
 BUILD_FLAGS = --model-repository $(MODEL_REPOSITORY) $(if $(ENGINE),--engine $(ENGINE)) \
 	$(if $(PREPROCESS),--preprocess $(PREPROCESS)) \
 	$(if $(PRECISION),--precision $(PRECISION)) \
-	$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(BENCHMARK),--benchmark-weights) \
+	$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(BENCHMARK),--benchmark-weights --calibration-images $(CALIBRATION)) \
 	$(if $(TOPK),--topk $(TOPK)) \
 	$(if $(SCORE_THR),--score-thr $(SCORE_THR)) $(if $(NMS_THR),--nms-thr $(NMS_THR)) \
 	$(if $(MAX_BATCH),--max-batch $(MAX_BATCH)) $(if $(MAX_PIXELS),--max-pixels $(MAX_PIXELS)) \
@@ -89,7 +91,7 @@ eval: $(SETUP_STAMP)  ## keypoint AP through a running server: ANN=annotations.j
 
 .PHONY: bench-video
 bench-video: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## rtmo-video frames/s at 720p/1080p, pipelined vs one frame at a time
-	$(PY) -m rtmo_triton.client.video_bench --model-repository $(MODEL_REPOSITORY)
+	$(PY) -m perf.video_bench --model-repository $(MODEL_REPOSITORY)
 
 .PHONY: rehearse-scale
 rehearse-scale: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## 3 replicas behind HAProxy under locust; one killed, all restarted → reports/scale
@@ -98,19 +100,19 @@ rehearse-scale: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## 3 repli
 
 SOAK_MINUTES ?= 30
 soak: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## SOAK_MINUTES of mixed image sizes: failures, latency and RSS over time (reports/soak/)
-	$(PY) -m rtmo_triton.harness.soak --model-repository $(MODEL_REPOSITORY) --minutes $(SOAK_MINUTES)
+	$(PY) -m perf.soak --model-repository $(MODEL_REPOSITORY) --minutes $(SOAK_MINUTES)
 
 overload: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## accepted latency and busy refusals at 1x/2x/4x the sustainable concurrency
-	$(PY) -m rtmo_triton.harness.overload --model-repository $(MODEL_REPOSITORY)
+	$(PY) -m perf.overload --model-repository $(MODEL_REPOSITORY)
 
 .PHONY: gpu-check gpu-check-prepare gpu-check-rehearse
 GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
 BUNDLE ?=
 gpu-check:  ## GPU host: torch numerics, engine ceiling, served ensemble → reports/gpu/ (docs/gpu.md); DRY=1: CPU rehearsal
-	$(GPU_PY) -m rtmo_triton.harness.gpu_check $(if $(DRY),--dry-run) $(if $(BUNDLE),--bundle $(BUNDLE))
+	$(GPU_PY) -m perf.gpu.check $(if $(DRY),--dry-run) $(if $(BUNDLE),--bundle $(BUNDLE))
 
 gpu-check-prepare: $(SETUP_STAMP)  ## pack what an offline GPU host lacks (server, wheels) into .gpu-check/ for device calls
-	$(PY) -m rtmo_triton.harness.gpu_bundle --out .gpu-check
+	$(PY) -m perf.gpu.bundle --out .gpu-check
 
 # The GPU hosts' packages (the device library's KINDS.md), where PyPI has them for this machine's Python:
 # numpy 2.5 needs 3.12, so 2.4; PyPI's torch 2.11 is the CUDA build (about 3 GB with its libraries).
@@ -120,9 +122,9 @@ REHEARSAL ?= /tmp/rtmo-gpu-rehearsal
 gpu-check-rehearse: $(SETUP_STAMP)  ## CPU dry run of the GPU check in the GPU hosts' packages, offline from a bundle (docs/gpu.md)
 	test -x $(REHEARSAL)/venv/bin/python3 || { $(PYTHON) -m venv $(REHEARSAL)/venv && \
 		$(REHEARSAL)/venv/bin/pip install -q $(HOST_PACKAGES); }
-	$(PY) -m rtmo_triton.harness.gpu_bundle --out $(REHEARSAL)/bundle \
+	$(PY) -m perf.gpu.bundle --out $(REHEARSAL)/bundle \
 		--python $$($(REHEARSAL)/venv/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-	PATH=$(REHEARSAL)/venv/bin:$$PATH python3 -m rtmo_triton.harness.gpu_check --dry-run \
+	PATH=$(REHEARSAL)/venv/bin:$$PATH python3 -m perf.gpu.check --dry-run \
 		--bundle $(REHEARSAL)/bundle/packed --out reports/tmp/gpu-rehearsal --work $(REHEARSAL)/work
 
 clean:  ## remove the built repository's models and out/ (keeps .venv and build/'s packed packages)

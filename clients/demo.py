@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from rtmo_triton.build import repository as build  # noqa: E402
 from rtmo_triton.client.cli import main as client_main  # noqa: E402
-from rtmo_triton.harness.server import TritonServer, exit_on_sigterm  # noqa: E402
+from rtmo_triton.serve.local import TritonServer, exit_on_sigterm  # noqa: E402
 from rtmo_triton.spec import ENSEMBLE_NAME  # noqa: E402
 
 

@@ -14,7 +14,12 @@ import cv2
 import numpy as np
 
 from rtmo_triton import spec
-from rtmo_triton.harness import CROWD_PHOTO
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+FIXTURES = CHECKOUT / "tests" / "fixtures"
+CROWD_PHOTO = FIXTURES / "images" / "crowdpose" / "103319.jpg"
+"""A crowd, what RTMO is for: the benchmarks' input."""
+SAMPLE_IMAGE = CHECKOUT / "samples" / "synthetic_640x480.jpg"
 
 SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1280, 720), (1920, 1080))
 JPEG_QUALITY = 90

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from rtmo_triton import spec
-from rtmo_triton.harness.server import TritonServer, exit_on_sigterm
+from rtmo_triton.serve.local import TritonServer, exit_on_sigterm
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUST = ROOT / ".tools" / "bin" / "locust"

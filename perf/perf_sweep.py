@@ -25,7 +25,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from perf.inputs import write_input_data
 from rtmo_triton import spec
 from rtmo_triton.build.configs import engine_onnx
-from rtmo_triton.harness.server import TritonServer, exit_on_sigterm
+from rtmo_triton.serve.local import TritonServer, exit_on_sigterm
 
 ROOT = Path(__file__).resolve().parents[1]
 PERF_ANALYZER = ROOT / ".tools" / "bin" / "perf_analyzer"

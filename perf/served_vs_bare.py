@@ -34,7 +34,7 @@ from perf.perf_sweep import perf_analyzer, perf_analyzer_missing, server_stats
 from rtmo_triton import spec
 from rtmo_triton.build.configs import engine_onnx
 from rtmo_triton.build.export import onnx_metadata
-from rtmo_triton.harness.server import TritonServer, exit_on_sigterm
+from rtmo_triton.serve.local import TritonServer, exit_on_sigterm
 from rtmo_triton.serve.tritonserver import STUB
 from rtmo_triton.served.cpus import engine_threads
 from rtmo_triton.served.onnx_engine import OnnxEngine

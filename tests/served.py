@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rtmo_triton.build import repository as build
-from rtmo_triton.harness.server import TritonServer
+from rtmo_triton.serve.local import TritonServer
 from rtmo_triton.serve.tritonserver import ServerNotFound, command
 
 from .golden import CHECKPOINT_T, OUTPUT_FILES, load_output

@@ -19,16 +19,18 @@ from rtmo_triton.model.fuse import fold_batchnorm
 from rtmo_triton.served.postprocess import decode_batch
 from rtmo_triton.served.preprocess import preprocess_batch
 
-from .golden import CHECKPOINT_T
+from .golden import CHECKPOINT_T, FIXTURES
 
 VARIANT = spec.DEFAULT_VARIANT
 SIZE = spec.VARIANTS[VARIANT].input_size
+# what `make build-engines BENCHMARK=1` calibrates on (the Makefile's CALIBRATION)
+CALIBRATION = [FIXTURES / "images", FIXTURES.parents[1] / "samples"]
 
 
 @pytest.fixture(scope="module")
 def calibration() -> tuple[np.ndarray, np.ndarray]:
     """The build's calibration photos as the served preprocess makes them: inputs and affines."""
-    paths = build.calibration_paths()
+    paths = build.calibration_paths(CALIBRATION)
     assert len(paths) == 7, paths  # six fixture photos and the sample image
     return preprocess_batch([p.read_bytes() for p in paths], SIZE, spec.DEFAULT_MAX_PIXELS)
 
@@ -103,12 +105,20 @@ def test_the_flag_parses():
     assert not build.parse_args([]).benchmark_weights
 
 
+def test_calibration_images_need_the_benchmark_weights_and_must_exist(tmp_path, capsys):
+    for argv in (["--calibration-images", str(FIXTURES / "images")],
+                 ["--benchmark-weights", "--calibration-images", str(tmp_path / "absent")]):
+        with pytest.raises(SystemExit):
+            build.parse_args(argv)
+        assert "--calibration-images" in capsys.readouterr().err
+
+
 def test_the_build_serves_labelled_deterministic_benchmark_weights(benchmark):
     """load_weights as a build without a checkpoint calls it: the BENCHMARK banner, the provenance the
     ensemble's config carries, and the very weights benchmark_model gave (deterministic)."""
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        model, provenance = build.load_weights(None, benchmark=True)
+        model, provenance = build.load_weights(None, benchmark=True, calibration=CALIBRATION)
     assert "BENCHMARK RTMO-S" in err.getvalue() and "DETERMINISTIC RANDOM WEIGHTS" in err.getvalue()
     assert provenance[spec.Param.RANDOM_WEIGHTS] == "true"
     assert provenance[spec.Param.BENCHMARK_PEOPLE] == str(spec.BENCHMARK_PEOPLE)

@@ -10,7 +10,7 @@ from tritonclient.utils import InferenceServerException
 
 from rtmo_triton import spec
 from rtmo_triton.client import cli, transport
-from rtmo_triton.harness.server import free_port
+from rtmo_triton.serve.local import free_port
 
 from .client_fakes import FakeResult
 

@@ -18,7 +18,7 @@ import pytest
 
 from rtmo_triton import spec
 from rtmo_triton.client import ModelNotReady, check_ready, connect, infer, infer_images
-from rtmo_triton.harness.server import TritonServer
+from rtmo_triton.serve.local import TritonServer
 from rtmo_triton.serve.tritonserver import command
 
 from .served import require_server

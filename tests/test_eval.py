@@ -28,7 +28,7 @@ from rtmo_triton.client.evaluate import (
     score,
 )
 from rtmo_triton.client.transport import served_parameters
-from rtmo_triton.harness.server import free_port
+from rtmo_triton.serve.local import free_port
 
 from .golden import COCO_ANNOTATIONS
 from .served import build_fixture_repository, get_json, require_server, start_server

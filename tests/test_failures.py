@@ -21,8 +21,8 @@ import pytest
 from rtmo_triton import spec
 from rtmo_triton.client import connect, infer
 from rtmo_triton.client.transport import is_busy, run_requests
-from rtmo_triton.harness.server import free_port
 from rtmo_triton.serve.guard import Guard, stub_processes
+from rtmo_triton.serve.local import free_port
 from rtmo_triton.served.image_io import ImageError
 from rtmo_triton.served.respond import respond_each
 
@@ -250,7 +250,7 @@ def test_overload_is_refused_early_as_busy_and_retried_by_the_client(tmp_path, i
     tuned.write_text(json.dumps({spec.ENGINE_NAME: {"instances": 1, "max_batch": 1}}))
     repo = build_fixture_repository(tmp_path / "repo", "--topk", "50", "--max-queue", "1", "--max-batch", "1",
                                     "--tuned", str(tuned))
-    from rtmo_triton.harness.server import TritonServer
+    from rtmo_triton.serve.local import TritonServer
 
     with TritonServer(repo, log_path=tmp_path / "server.log") as server:
         client = connect(server.grpc_url, "grpc")

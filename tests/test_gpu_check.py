@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from perf.gpu import bundle as gpu_bundle
+from perf.gpu.check import CHECKPOINT_T, markdown, missing_here
+from perf.gpu.served import build_repository, model_stats
 from rtmo_triton import spec
-from rtmo_triton.harness import gpu_bundle
-from rtmo_triton.harness.gpu_check import CHECKPOINT_T, markdown, missing_here
-from rtmo_triton.harness.gpu_served import build_repository, model_stats
 from rtmo_triton.serve.tritonserver import pytriton_root
 from rtmo_triton.served.bundle import PACKAGES_DIR, archive_name, running_python
 
@@ -26,11 +26,11 @@ ENVIRONMENT = {"torch": "2.11.0", "torch_cuda": "13.0", "cudnn": 91000, "numpy":
                "date": "2026-11-26", "label": "abc123",
                "device": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "device_memory_gib": 79.2,
                "driver": "580.159.04"}
-CONFIG = {"dry_run": False, "command": "python -m rtmo_triton.harness.gpu_check"}
+CONFIG = {"dry_run": False, "command": "python -m perf.gpu.check"}
 
 
 def gpu_check(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rtmo_triton.harness.gpu_check", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "perf.gpu.check", *args], capture_output=True,
                           text=True, timeout=1200)
 
 

@@ -16,7 +16,7 @@ import cv2
 import pytest
 
 from rtmo_triton.client import infer
-from rtmo_triton.harness.server import TritonServer
+from rtmo_triton.serve.local import TritonServer
 from rtmo_triton.serve.tritonserver import STUB, pytriton_root
 from rtmo_triton.served.bundle import CACHE_ENV
 

@@ -21,8 +21,8 @@ import pytest
 
 from rtmo_triton import spec
 from rtmo_triton.build.configs import RepositorySpec, write_configs
-from rtmo_triton.harness.server import free_port
 from rtmo_triton.serve import cli, tritonserver
+from rtmo_triton.serve.local import free_port
 from rtmo_triton.served.torch_import import TORCH_PATH_ENV
 
 ROOT = Path(__file__).resolve().parents[1]

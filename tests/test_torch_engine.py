@@ -16,17 +16,17 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from perf.gpu.served import installed_root, launch
 from rtmo_triton import spec
 from rtmo_triton.build import repository as build
 from rtmo_triton.build.export import export_torch
 from rtmo_triton.build.packages import SERVED_PACKAGES, TORCH_ENGINE, install_python_model
 from rtmo_triton.client import connect, parse_outputs
 from rtmo_triton.client.transport import run_requests
-from rtmo_triton.harness.gpu_served import installed_root, launch
-from rtmo_triton.harness.server import ServerFailed, TritonServer
 from rtmo_triton.model import load_checkpoint
 from rtmo_triton.model.deploy import DeployRTMO, load_deploy
 from rtmo_triton.model.fuse import fold_batchnorm
+from rtmo_triton.serve.local import ServerFailed, TritonServer
 from rtmo_triton.serve.tritonserver import command
 from rtmo_triton.served.bundle import running_python
 from rtmo_triton.served.postprocess import decode_batch

@@ -28,8 +28,8 @@ from rtmo_triton import spec
 from rtmo_triton.client import infer
 from rtmo_triton.client.tracking import PoseTracker
 from rtmo_triton.client.video import InOrder, Pipeline, Reply, ServerLost, frame_record
-from rtmo_triton.harness.server import free_port
 from rtmo_triton.people import People
+from rtmo_triton.serve.local import free_port
 
 from .golden import IMAGES
 from .served import build_fixture_repository, require_server, start_server

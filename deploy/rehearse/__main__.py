@@ -20,7 +20,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from rtmo_triton import spec
-from rtmo_triton.harness.server import TritonServer, exit_on_sigterm, free_port
+from rtmo_triton.serve.local import TritonServer, exit_on_sigterm, free_port
 
 from .balancer import HAProxy, Replica
 

@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="without --checkpoint only: random RTMO-s whose classification bias lets "
                         f"~{spec.BENCHMARK_PEOPLE} people per image pass the score threshold (plain random "
                         "weights pass all K), labelled a benchmark model in the served config")
+    p.add_argument("--calibration-images", type=Path, nargs="+", default=[], metavar="PATH",
+                   help="with --benchmark-weights: the photos (files or folders of JPEG/PNG) it is "
+                        "calibrated on (default: the random weights' synthetic image)")
     p.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY)
     p.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE,
                    help="build workspace: packed packages are kept there and reused")
@@ -122,6 +125,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 <= args.score_thr < 1 or not 0 < args.nms_thr <= 1:
         p.error(f"--score-thr must be in [0, 1) and --nms-thr in (0, 1], got {args.score_thr}, "
                 f"{args.nms_thr}")
+    if args.calibration_images and not args.benchmark_weights:
+        p.error("--calibration-images calibrates --benchmark-weights: give both, or neither")
+    missing = [str(c) for c in args.calibration_images if not c.exists()]
+    if missing:
+        p.error(f"--calibration-images: not found: {', '.join(missing)}")
     if args.benchmark_weights and args.score_thr == 0:
         p.error("--benchmark-weights sets the people that pass the score threshold: --score-thr 0 passes all")
     if args.benchmark_weights and args.topk < spec.BENCHMARK_PEOPLE:
@@ -140,30 +148,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def calibration_paths() -> list[Path]:
-    """The benchmark weights' calibration photos: the checkout's fixture JPEGs and its sample image (a
-    build runs from a checkout); none where they are absent, and the synthetic image then serves."""
-    from ..harness import FIXTURES, SAMPLE_IMAGE
-
-    return [p for p in (*sorted((FIXTURES / "images").rglob("*.jpg")), SAMPLE_IMAGE) if p.is_file()]
+CALIBRATION_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def calibration_images(input_size: int) -> list[np.ndarray]:
+def calibration_paths(sources: list[Path]) -> list[Path]:
+    """The benchmark weights' calibration photos: each file given, and the photos under each folder."""
+    found: list[Path] = []
+    for source in sources:
+        found += (sorted(f for f in source.rglob("*") if f.suffix.lower() in CALIBRATION_SUFFIXES)
+                  if source.is_dir() else [source])
+    return found
+
+
+def calibration_images(sources: list[Path], input_size: int) -> list[np.ndarray]:
     """``calibration_paths`` letterboxed as the served preprocess does it."""
     from ..served.preprocess import preprocess_batch
 
-    data = [p.read_bytes() for p in calibration_paths()]
+    data = [p.read_bytes() for p in calibration_paths(sources)]
     return list(preprocess_batch(data, input_size, spec.DEFAULT_MAX_PIXELS)[0]) if data else []
 
 
-def load_weights(checkpoint: Path | None, *, benchmark: bool = False, topk: int = spec.DEFAULT_TOPK,
+def load_weights(checkpoint: Path | None, *, benchmark: bool = False, calibration: list[Path] = (),
+                 topk: int = spec.DEFAULT_TOPK,
                  score_thr: float = spec.DEFAULT_SCORE_THR, nms_thr: float = spec.DEFAULT_NMS_THR):
     """The model and what to say about its weights in the served config. ``benchmark``: the random
     weights calibrated at these decode settings for ``spec.BENCHMARK_PEOPLE`` per image."""
     from ..model import load_checkpoint, random_model
 
     if checkpoint is None and benchmark:
-        return benchmark_weights(topk=topk, score_thr=score_thr, nms_thr=nms_thr)
+        return benchmark_weights(calibration, topk=topk, score_thr=score_thr, nms_thr=nms_thr)
     if checkpoint is None:
         print(banner(RANDOM_WARNING, variant=spec.DEFAULT_VARIANT.upper(), seed=RANDOM_SEED), file=sys.stderr,
               flush=True)
@@ -178,7 +191,7 @@ def load_weights(checkpoint: Path | None, *, benchmark: bool = False, topk: int 
                    Param.CHECKPOINT_SHA256: file_sha256(checkpoint)}
 
 
-def benchmark_weights(*, topk: int, score_thr: float, nms_thr: float):
+def benchmark_weights(calibration: list[Path], *, topk: int, score_thr: float, nms_thr: float):
     """``load_weights`` of a benchmark build: announced, calibrated, and labelled BENCHMARK in the config."""
     from ..model import benchmark_model
 
@@ -187,11 +200,11 @@ def benchmark_weights(*, topk: int, score_thr: float, nms_thr: float):
     print(banner(BENCHMARK_WARNING, variant=variant.upper(), seed=RANDOM_SEED, people=people,
                  score_thr=score_thr, nms_thr=nms_thr, topk=spec.served_topk(topk, size)),
           file=sys.stderr, flush=True)
-    images = calibration_images(size)
+    images = calibration_images(calibration, size)
     start = time.perf_counter()
     model, cal = benchmark_model(variant, seed=RANDOM_SEED, people=people, images=images or None, topk=topk,
                                  score_thr=score_thr, nms_thr=nms_thr)
-    on = f"{len(images)} calibration images" if images else "the synthetic image (no checkout fixtures found)"
+    on = f"{len(images)} calibration images" if images else "the synthetic image (no --calibration-images)"
     log(f"benchmark weights: classification bias shifted by {cal.shift:+.4f}, a median {cal.median:g} people "
         f"on {on} (per image: {', '.join(map(str, cal.people))}), {time.perf_counter() - start:.1f} s")
     weights = (f"deterministic random RTMO-{variant} (seed {RANDOM_SEED}), classification bias set for "
@@ -275,7 +288,8 @@ def build(args: argparse.Namespace) -> Path:
     where = f"PyTorch on {flavour.device}" if preprocess == "gpu" else "numpy and OpenCV on the host"
     log(f"preprocess and decode: {preprocess} ({where})")
     repo = args.model_repository
-    model, provenance = load_weights(args.checkpoint, benchmark=args.benchmark_weights, topk=args.topk,
+    model, provenance = load_weights(args.checkpoint, benchmark=args.benchmark_weights,
+                                     calibration=args.calibration_images, topk=args.topk,
                                      score_thr=args.score_thr, nms_thr=args.nms_thr)
     staging = start_staging(repo, keep_plan=flavour.name == "trt")
     try:

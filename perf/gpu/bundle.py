@@ -32,8 +32,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from ..build.packages import SERVED_PACKAGES, wheel_platforms
-from ..serve.tritonserver import PYTRITON_LIBS, STUB, STUBS_DIR
+from rtmo_triton.build.packages import SERVED_PACKAGES, wheel_platforms
+from rtmo_triton.serve.tritonserver import PYTRITON_LIBS, STUB, STUBS_DIR
 
 DEFAULT_BUNDLE = Path(".gpu-check")
 SERVER_ARCHIVE = "tritonserver.tar.xz"
@@ -73,7 +73,7 @@ def server_files(root: Path, python: str) -> list[tuple[Path, str]]:
 
 
 def pack_server(out: Path, python: str, log=print) -> Path:
-    from ..serve.tritonserver import pytriton_root
+    from rtmo_triton.serve.tritonserver import pytriton_root
 
     root = pytriton_root()
     if root is None:
@@ -153,7 +153,7 @@ def split(files: list[tuple[Path, int]], room: int) -> list[list[Path]]:
 def device_calls(out: Path, count: int, repo: Path) -> list[str]:
     """The ``run`` calls that stage each part and then run the check (docs/gpu.md)."""
     rel = out.relative_to(repo)
-    check = (f"PYTHONUNBUFFERED=1 python3 -m rtmo_triton.harness.gpu_check --bundle {STAGE} --out $OUT"
+    check = (f"PYTHONUNBUFFERED=1 python3 -m perf.gpu.check --bundle {STAGE} --out $OUT"
              f" --work {Path(STAGE).parent} --deadline-s 380 --label <commit> 2>&1 | tee $OUT/gpu_check.log")
     calls = []
     for k in range(1, count + 1):
@@ -201,7 +201,7 @@ def lay_out_parts(out: Path, packed: Path, repo: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rtmo_triton.harness.gpu_bundle",
+    p = argparse.ArgumentParser(prog="python -m perf.gpu.bundle",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=DEFAULT_BUNDLE)
     p.add_argument("--python", default=HOST_PYTHON,

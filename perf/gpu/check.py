@@ -42,9 +42,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-from .. import spec
-from ..build.flavour import PREPROCESS_PLACES
-from . import FIXTURES
+from perf.inputs import FIXTURES
+from rtmo_triton import spec
+from rtmo_triton.build.flavour import PREPROCESS_PLACES
 
 CHECKPOINT_T = FIXTURES / "rtmo-t" / "rtmo-t_random_seed0.pth"
 DEFAULT_OUT = Path("reports/gpu")
@@ -54,7 +54,7 @@ PAPER_V100_ONNXRUNTIME_MS = {"s": 8.9, "m": 12.4, "l": 19.1}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m rtmo_triton.harness.gpu_check",
+    p = argparse.ArgumentParser(prog="python -m perf.gpu.check",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, help=f"report folder (default {DEFAULT_OUT}; dry run: {DRY_OUT})")
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: rehearse every section")
@@ -112,7 +112,7 @@ def use_bundle(bundle: Path, work: Path) -> Bundle:
     """Unpack the server (once), install the served models' missing packages into this interpreter
     (the server's Python models run it) and put the client's wheels on this process's path. Must run
     before anything imports protobuf."""
-    from .gpu_bundle import SERVER_ARCHIVE
+    from .bundle import SERVER_ARCHIVE
 
     site = work / "server"
     if not (site / "pytriton").is_dir() and (bundle / SERVER_ARCHIVE).is_file():
@@ -428,9 +428,10 @@ def markdown(data: dict) -> str:
 def numerics_section(args, device) -> list[dict]:
     import numpy as np
 
-    from ..model import load_checkpoint, random_model
-    from ..spec import DEFAULT_NMS_THR, DEFAULT_SCORE_THR, DEFAULT_TOPK
-    from .gpu_numerics import run_model
+    from rtmo_triton.model import load_checkpoint, random_model
+    from rtmo_triton.spec import DEFAULT_NMS_THR, DEFAULT_SCORE_THR, DEFAULT_TOPK
+
+    from .numerics import run_model
 
     paths = fixture_images()[:1 if args.dry_run else None]
     images = [p.read_bytes() for p in paths]
@@ -448,8 +449,9 @@ def numerics_section(args, device) -> list[dict]:
 def dcc_probe_section(args, device) -> dict:
     import numpy as np
 
-    from ..model import load_checkpoint
-    from .gpu_numerics import dcc_probe
+    from rtmo_triton.model import load_checkpoint
+
+    from .numerics import dcc_probe
 
     model, _ = load_checkpoint(CHECKPOINT_T)
     pose, grids, centres = [], [], []
@@ -464,10 +466,11 @@ def dcc_probe_section(args, device) -> dict:
 def ceiling_section(args, device) -> dict:
     import torch
 
-    from ..model import load_checkpoint, random_model
-    from ..spec import DEFAULT_TOPK
-    from .gpu_bench import engine_ceiling
-    from .gpu_numerics import deploy_graph
+    from rtmo_triton.model import load_checkpoint, random_model
+    from rtmo_triton.spec import DEFAULT_TOPK
+
+    from .ceiling import engine_ceiling
+    from .numerics import deploy_graph
 
     variants = args.variants or ["t"]
     batches = (1, 2) if args.dry_run else (1, 8, 32)
@@ -491,8 +494,9 @@ def ceiling_section(args, device) -> dict:
 
 
 def copies_section(args, device) -> dict:
-    from ..spec import DEFAULT_TOPK, NUM_KEYPOINTS, VARIANTS
-    from .gpu_bench import copy_times
+    from rtmo_triton.spec import DEFAULT_TOPK, NUM_KEYPOINTS, VARIANTS
+
+    from .ceiling import copy_times
 
     variant = (args.variants or ["t"])[0]
     batches = (1, 2) if args.dry_run else (1, 8, 32)
@@ -501,8 +505,8 @@ def copies_section(args, device) -> dict:
 
 
 def served_section(args, bundle: Bundle | None) -> dict:
-    from .gpu_bundle import SERVER_ARCHIVE
-    from .gpu_served import ServedError, installed_root
+    from .bundle import SERVER_ARCHIVE
+    from .served import ServedError, installed_root
 
     if bundle is not None and bundle.server is None:
         raise ServedError(f"{args.bundle} has no {SERVER_ARCHIVE}: every part of the bundle must be staged "
@@ -527,8 +531,8 @@ def served_section(args, bundle: Bundle | None) -> dict:
 def _serve(args, root: Path, work: Path, carried: list[Path]) -> dict:
     """One run of the served ensemble per preprocess form, the same load for each: the fixture photos as
     640×480 JPEGs under load, and a lone request at each size of ``gpu_jpeg.SIZES``."""
-    from .gpu_jpeg import SIZES, sized_jpegs
-    from .gpu_served import serve_and_load
+    from .jpeg import SIZES, sized_jpegs
+    from .served import serve_and_load
 
     sized = sized_jpegs(((64, 48),) if args.dry_run else SIZES)
     load = next(iter(sized.values()))
@@ -544,8 +548,9 @@ def _serve(args, root: Path, work: Path, carried: list[Path]) -> dict:
 
 
 def jpeg_section(args, device) -> dict:
-    from ..model import load_checkpoint
-    from .gpu_jpeg import jpeg_section as measure
+    from rtmo_triton.model import load_checkpoint
+
+    from .jpeg import jpeg_section as measure
 
     return measure(device=device, dry_run=args.dry_run, model=load_checkpoint(CHECKPOINT_T)[0])
 
@@ -563,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     device = torch.device("cpu" if on_cpu else "cuda")
-    command = shlex.join(["python", "-m", "rtmo_triton.harness.gpu_check", *(argv or sys.argv[1:])])
+    command = shlex.join(["python", "-m", "perf.gpu.check", *(argv or sys.argv[1:])])
     config = {"dry_run": args.dry_run, "cpu": args.cpu, "variants": args.variants, "sections": args.sections,
               "command": command}
     report = Report(args.out, environment(args.label), config)

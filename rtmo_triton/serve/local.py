@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from .. import spec
-from ..serve.tritonserver import command
+from .tritonserver import command
 
 
 def free_port() -> int:

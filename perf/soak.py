@@ -4,7 +4,7 @@ and for memory that keeps growing.
 Every ``--every-s`` seconds it records the requests done and failed, latency p50/p99 of that
 window and the resident memory of tritonserver and each Python stub, to a CSV; at the end it
 prints the verdict: failures (must be 0) and RSS growth after the warm-up (must stay under 10 %).
-``python -m rtmo_triton.harness.soak --model-repository R [--minutes 30] [--clients 4]``
+``python -m perf.soak --model-repository R [--minutes 30] [--clients 4]``
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .. import spec
-from ..client import connect
-from ..client.transport import run_requests
-from .server import TritonServer, exit_on_sigterm
+from rtmo_triton import spec
+from rtmo_triton.client import connect
+from rtmo_triton.client.transport import run_requests
+from rtmo_triton.serve.local import TritonServer, exit_on_sigterm
 
 SIZES = ((640, 480), (1280, 720), (1920, 1080), (457, 331))
 WARM_UP_MIN = 3.0
@@ -52,7 +52,7 @@ FIELDS = ("minute", "requests", "failed", "p50_ms", "p99_ms", "rss_mib")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rtmo_triton.harness.soak", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m perf.soak", description=__doc__.split("\n")[0])
     p.add_argument("--model-repository", type=Path, default=Path(spec.DEFAULT_REPOSITORY))
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--clients", type=int, default=4)

@@ -17,15 +17,16 @@ import numpy as np
 import simplejpeg
 import torch
 
-from .. import spec
-from ..served.gpu.decode import decode_batch as decode_on_device
-from ..served.gpu.letterbox import letterbox as letterbox_on_device
-from ..served.gpu.preprocess import GpuPreprocess, JpegDecoder, default_decoder
-from ..served.image_io import decode_bgr
-from ..served.letterbox import letterbox
-from ..served.postprocess import decode_batch, stack_people
-from . import FIXTURES
-from .gpu_numerics import compare, deploy_graph
+from perf.inputs import FIXTURES
+from rtmo_triton import spec
+from rtmo_triton.served.gpu.decode import decode_batch as decode_on_device
+from rtmo_triton.served.gpu.letterbox import letterbox as letterbox_on_device
+from rtmo_triton.served.gpu.preprocess import GpuPreprocess, JpegDecoder, default_decoder
+from rtmo_triton.served.image_io import decode_bgr
+from rtmo_triton.served.letterbox import letterbox
+from rtmo_triton.served.postprocess import decode_batch, stack_people
+
+from .numerics import compare, deploy_graph
 
 SIZES = ((640, 480), (1280, 720), (1920, 1080))
 """The served check's JPEG sizes: VGA, 720p, 1080p."""
@@ -84,7 +85,7 @@ def people_effect(jpegs: list[bytes], decoder: JpegDecoder, device: torch.device
     """People from GPU-decoded pixels against people from CPU-decoded ones: the same FP32 weights on the
     device, the numpy decoder for both; and the device decoder against the numpy one on the same
     engine outputs."""
-    from .gpu_numerics import SETTINGS, torch_outputs
+    from .numerics import SETTINGS, torch_outputs
 
     size = model.variant.input_size
     deploy = deploy_graph(model, spec.DEFAULT_TOPK)

@@ -5,7 +5,7 @@ Closed loop: each client sends its next request when the last one answers, after
 backoff when it was refused (each refusal is counted; the client library would retry it). The
 sustainable concurrency is measured first: the smallest at which throughput reaches 95 % of the
 best seen.
-``python -m rtmo_triton.harness.overload --model-repository R [--seconds S] [--out reports/overload]``
+``python -m perf.overload --model-repository R [--seconds S] [--out reports/overload]``
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import spec
-from ..client import connect
-from ..client.transport import backoff_s, is_busy, run_requests
-from . import SAMPLE_IMAGE
-from .server import TritonServer, exit_on_sigterm
+from perf.inputs import SAMPLE_IMAGE
+from rtmo_triton import spec
+from rtmo_triton.client import connect
+from rtmo_triton.client.transport import backoff_s, is_busy, run_requests
+from rtmo_triton.serve.local import TritonServer, exit_on_sigterm
 
 FIELDS = ("clients", "multiple", "throughput_per_s", "accepted", "refused", "refused_pct", "p50_ms", "p99_ms")
 
@@ -62,7 +62,7 @@ def summarise(outcomes: list, clients: int, multiple: float, seconds: float) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rtmo_triton.harness.overload",
+    p = argparse.ArgumentParser(prog="python -m perf.overload",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--model-repository", type=Path, default=Path(spec.DEFAULT_REPOSITORY))
     p.add_argument("--image", type=Path, default=SAMPLE_IMAGE)

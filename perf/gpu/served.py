@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import spec
-from ..serve.guard import stub_processes
-from ..serve.tritonserver import PYTRITON_LIBS, STUB, scrubbed_env
-from ..served.bundle import PACKAGES_DIR, archive_name, running_python
-from .server import TritonServer
+from perf.inputs import FIXTURES, SAMPLE_IMAGE
+from rtmo_triton import spec
+from rtmo_triton.serve.guard import stub_processes
+from rtmo_triton.serve.local import TritonServer
+from rtmo_triton.serve.tritonserver import PYTRITON_LIBS, STUB, scrubbed_env
+from rtmo_triton.served.bundle import PACKAGES_DIR, archive_name, running_python
 
 METRICS = ("nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success",
            "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us")
@@ -43,7 +44,7 @@ class ServedError(RuntimeError):
 
 def installed_root() -> Path | None:
     """pytriton's tritonserver folder in this interpreter, with the stub for this Python put in place."""
-    from ..serve.tritonserver import prepare, pytriton_root
+    from rtmo_triton.serve.tritonserver import prepare, pytriton_root
 
     root = pytriton_root()
     if root is not None:
@@ -76,12 +77,14 @@ def build_repository(repo: Path, *, checkpoint: Path | None, max_batch: int, car
                      preprocess: str, benchmark: bool = False, tuned: Path | None = None, log=print) -> None:
     """Torch flavour, the packages of this interpreter (``carried`` wheels ahead of them); a busy server
     must queue, not refuse (load test)."""
-    from ..build import repository
-    from ..build.packages import archive_of_wheels
+    from rtmo_triton.build import repository
+    from rtmo_triton.build.packages import archive_of_wheels
 
     args = ["--model-repository", str(repo), "--engine", "torch", "--pythons", "none",
             "--max-batch", str(max_batch), "--max-queue", "0", "--workspace", str(repo.parent / "ws"),
-            "--preprocess", preprocess, *(["--benchmark-weights"] if benchmark else [])]
+            "--preprocess", preprocess]
+    if benchmark:
+        args += ["--benchmark-weights", "--calibration-images", str(FIXTURES / "images"), str(SAMPLE_IMAGE)]
     if checkpoint is not None:
         args += ["--checkpoint", str(checkpoint)]
     if tuned is not None:
@@ -181,8 +184,8 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list
                    tuned: Path | None = None, log=print) -> dict:
     """Build, start, warm up, then one load level per concurrency, a lone request's latency per image
     size of ``lone`` (size → JPEGs), and a max-batch phase."""
-    from ..build.configs import load_scheduling
-    from ..client.transport import connect, run_requests
+    from rtmo_triton.build.configs import load_scheduling
+    from rtmo_triton.client.transport import connect, run_requests
 
     repo = work / "repo"
     t0 = time.perf_counter()

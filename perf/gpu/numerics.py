@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import spec
-from ..model.deploy import DeployRTMO
-from ..model.fuse import fold_batchnorm
-from ..model.head import bin_encoding
-from ..model.rtmo import RTMO
-from ..people import People
-from ..served.postprocess import box_iou, decode_batch, softmax_integral
-from ..served.torch_engine import prepare, set_tf32
+from rtmo_triton import spec
+from rtmo_triton.model.deploy import DeployRTMO
+from rtmo_triton.model.fuse import fold_batchnorm
+from rtmo_triton.model.head import bin_encoding
+from rtmo_triton.model.rtmo import RTMO
+from rtmo_triton.people import People
+from rtmo_triton.served.postprocess import box_iou, decode_batch, softmax_integral
+from rtmo_triton.served.torch_engine import prepare, set_tf32
 
 MATCH_IOU = 0.5
 
@@ -56,8 +56,8 @@ def deploy_graph(model: RTMO, topk: int) -> DeployRTMO:
 
 def onnx_reference(deploy: DeployRTMO, inputs: np.ndarray, chunk: int = 8) -> dict[str, np.ndarray]:
     """Engine outputs of the exported FP32 graph in the served onnxruntime engine on the CPU."""
-    from ..build.export import export_onnx
-    from ..served.onnx_engine import OnnxEngine
+    from rtmo_triton.build.export import export_onnx
+    from rtmo_triton.served.onnx_engine import OnnxEngine
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reference.onnx"
@@ -127,7 +127,7 @@ def compare(ref_people: list[People], got_people: list[People], got_raw: dict[st
 def run_model(name: str, model: RTMO, images: list[bytes], device: torch.device, *, topk: int,
               score_thr: float, nms_thr: float, log=print) -> dict:
     """Every setting of ``SETTINGS`` (the CUDA-only ones on CUDA) against the ONNX reference."""
-    from ..served.preprocess import preprocess_batch
+    from rtmo_triton.served.preprocess import preprocess_batch
 
     size = model.variant.input_size
     inputs, affines = preprocess_batch(images, size, spec.DEFAULT_MAX_PIXELS)

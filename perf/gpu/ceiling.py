@@ -13,9 +13,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .. import spec
-from ..model.deploy import DeployRTMO
-from ..served.torch_engine import CudaGraphs, prepare
+from rtmo_triton import spec
+from rtmo_triton.model.deploy import DeployRTMO
+from rtmo_triton.served.torch_engine import CudaGraphs, prepare
 
 
 def _sync(device: torch.device) -> None:

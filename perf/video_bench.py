@@ -1,6 +1,6 @@
 """Frames/s of ``rtmo-video`` against a naive one-frame-at-a-time client, at 720p and 1080p.
 
-``python -m rtmo_triton.client.video_bench`` (``make bench-video``) starts a
+``python -m perf.video_bench`` (``make bench-video``) starts a
 tritonserver on the model repository (or uses ``--url``), writes a short
 panning video per size, and runs on each:
 
@@ -30,14 +30,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .. import spec
-from ..harness import CROWD_PHOTO, SAMPLE_IMAGE
-from ..served.image_io import decode_bgr
-from .people import parse_outputs
-from .tracking import PoseTracker
-from .transport import PROTOCOLS, check_ready, connect, run_requests
-from .video import DEFAULT_JPEG_QUALITY, FrameSender, Outputs, stream
-from .video_io import FrameSource
+from perf.inputs import CROWD_PHOTO, SAMPLE_IMAGE
+from rtmo_triton import spec
+from rtmo_triton.client.people import parse_outputs
+from rtmo_triton.client.tracking import PoseTracker
+from rtmo_triton.client.transport import PROTOCOLS, check_ready, connect, run_requests
+from rtmo_triton.client.video import DEFAULT_JPEG_QUALITY, FrameSender, Outputs, stream
+from rtmo_triton.client.video_io import FrameSource
+from rtmo_triton.served.image_io import decode_bgr
 
 SIZES = ((1280, 720), (1920, 1080))
 PHOTOS = (CROWD_PHOTO, SAMPLE_IMAGE)
@@ -237,7 +237,7 @@ def report(rows: list[dict], protocol: str, frames: int, quality: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rtmo_triton.client.video_bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m perf.video_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-repository", type=Path, default=Path(spec.DEFAULT_REPOSITORY),
                         help="served on free loopback ports unless --url is given (default %(default)s)")
@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            quality=args.jpeg_quality, rounds=args.rounds, server_pid=None, workdir=workdir,
                            photo=photo)
         else:
-            from ..harness.server import TritonServer, exit_on_sigterm
+            from rtmo_triton.serve.local import TritonServer, exit_on_sigterm
 
             exit_on_sigterm()
             log = args.server_log or workdir / "tritonserver.log"
