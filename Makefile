@@ -26,6 +26,8 @@ PRECISION ?=
 OUT ?= out
 TRITONSERVER ?=
 SETUP_STAMP := $(VENV)/.setup-done
+DEV_STAMP := $(VENV)/.setup-dev-done
+EVAL_STAMP := $(VENV)/.setup-eval-done
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # NVIDIA's TensorRT container has TensorRT's Python module in its system interpreter: let the venv see it.
 VENV_FLAGS ?= $(shell $(PYTHON) -c "import tensorrt" >/dev/null 2>&1 && echo --system-site-packages)
@@ -40,12 +42,12 @@ BUILD_FLAGS = --model-repository $(MODEL_REPOSITORY) $(if $(ENGINE),--engine $(E
 	$(if $(ENGINE_THREADS),--engine-threads $(ENGINE_THREADS)) $(if $(MAX_QUEUE),--max-queue $(MAX_QUEUE)) \
 	$(if $(TUNED),--tuned $(TUNED)) $(if $(PYTHONS),--pythons "$(PYTHONS)")
 
-.PHONY: help setup build-engines serve test lint demo eval soak overload clean
+.PHONY: help setup setup-dev build-engines serve test lint demo eval soak overload clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
-setup: $(SETUP_STAMP)  ## .venv with torch (CPU), the package, tritonclient and a CPU tritonserver
+setup: $(SETUP_STAMP)  ## .venv to build, serve and query: torch (CPU), the package, tritonclient, a CPU tritonserver
 $(SETUP_STAMP): pyproject.toml
 	@# NVIDIA's containers may lack python3-venv: fall back to virtualenv from PyPI
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV) 2>/dev/null || \
@@ -55,12 +57,21 @@ $(SETUP_STAMP): pyproject.toml
 	@# the index is asked only where it answers (a host without it installs from its own mirror)
 	$(PY) -m pip install -q torch==2.13.0 $$($(PY) -c "import urllib.request as r; r.urlopen('$(TORCH_INDEX)/', \
 		timeout=10)" >/dev/null 2>&1 && echo --extra-index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -e '.[build,client,eval,dev]' nvidia-pytriton==0.7.0
+	$(PY) -m pip install -q -e '.[build,client]' nvidia-pytriton==0.7.0
 	$(PY) -c "from rtmo_triton.serve.tritonserver import install; install()"
-	@if [ -f perf/install_tools.sh ]; then bash perf/install_tools.sh; fi
-	@bash deploy/install_tools.sh kubectl || echo "setup: no kubectl, tests/test_k8s.py will skip (and fail in CI)"
 	@touch $@
 	@echo "setup done: $(VENV)/bin/rtmo-tritonserver --help"
+
+setup-dev: $(DEV_STAMP)  ## setup, plus what tests, lint and benchmarks use: dev extras, perf_analyzer, model-analyzer, locust, kubectl
+$(DEV_STAMP): $(SETUP_STAMP)
+	$(PY) -m pip install -q -e '.[build,client,eval,dev]'
+	bash perf/install_tools.sh
+	@bash deploy/install_tools.sh kubectl || echo "setup-dev: no kubectl, tests/test_k8s.py will skip (and fail in CI)"
+	@touch $@
+
+$(EVAL_STAMP): $(SETUP_STAMP)
+	$(PY) -m pip install -q -e '.[client,eval]'
+	@touch $@
 
 build-engines: $(SETUP_STAMP)  ## fill MODEL_REPOSITORY from CHECKPOINT (random RTMO-s without one; BENCHMARK=1: its benchmark form)
 	$(PY) -m rtmo_triton.build $(BUILD_FLAGS)
@@ -74,35 +85,35 @@ serve: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## rtmo-serve, any 
 	$(if $(TRITONSERVER),TRITONSERVER='$(TRITONSERVER)') \
 		$(VENV)/bin/rtmo-serve --model-repository $(MODEL_REPOSITORY) $(SERVE_FLAGS)
 
-lint: $(SETUP_STAMP)  ## ruff
+lint: $(DEV_STAMP)  ## ruff
 	$(VENV)/bin/ruff check .
 
-test: $(SETUP_STAMP) lint  ## ruff, then every test (a real tritonserver included), CPU only
+test: $(DEV_STAMP) lint  ## ruff, then every test (a real tritonserver included), CPU only
 	$(PY) -m pytest -q -ra
 
 demo: $(SETUP_STAMP)  ## build the default model, serve it, run the client on samples/, stop
 	$(PY) clients/demo.py --model-repository $(MODEL_REPOSITORY) --out-dir $(OUT)/demo samples
 
-eval: $(SETUP_STAMP)  ## keypoint AP through a running server: ANN=annotations.json IMAGES=dir [URL= PROTOCOL=]
+eval: $(EVAL_STAMP)  ## keypoint AP through a running server: ANN=annotations.json IMAGES=dir [URL= PROTOCOL=]
 	$(if $(and $(ANN),$(IMAGES)),,$(error make eval needs ANN=<COCO keypoint json> IMAGES=<image folder>))
 	$(PY) clients/rtmo_eval.py --ann $(ANN) --images $(IMAGES) \
 		--out $(OUT)/eval/$(basename $(notdir $(ANN))).results.json \
 		$(if $(URL),--url $(URL)) $(if $(PROTOCOL),--protocol $(PROTOCOL))
 
 .PHONY: bench-video
-bench-video: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## rtmo-video frames/s at 720p/1080p, pipelined vs one frame at a time
+bench-video: $(DEV_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## rtmo-video frames/s at 720p/1080p, pipelined vs one frame at a time
 	$(PY) -m perf.video_bench --model-repository $(MODEL_REPOSITORY)
 
 .PHONY: rehearse-scale
-rehearse-scale: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## 3 replicas behind HAProxy under locust; one killed, all restarted → reports/scale
+rehearse-scale: $(DEV_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## 3 replicas behind HAProxy under locust; one killed, all restarted → reports/scale
 	bash deploy/install_tools.sh rehearse
 	$(PY) -m deploy.rehearse --model-repository $(MODEL_REPOSITORY)
 
 SOAK_MINUTES ?= 30
-soak: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## SOAK_MINUTES of mixed image sizes: failures, latency and RSS over time (reports/soak/)
+soak: $(DEV_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## SOAK_MINUTES of mixed image sizes: failures, latency and RSS over time (reports/soak/)
 	$(PY) -m perf.soak --model-repository $(MODEL_REPOSITORY) --minutes $(SOAK_MINUTES)
 
-overload: $(SETUP_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## accepted latency and busy refusals at 1x/2x/4x the sustainable concurrency
+overload: $(DEV_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## accepted latency and busy refusals at 1x/2x/4x the sustainable concurrency
 	$(PY) -m perf.overload --model-repository $(MODEL_REPOSITORY)
 
 .PHONY: gpu-check gpu-check-prepare gpu-check-rehearse
@@ -111,7 +122,7 @@ BUNDLE ?=
 gpu-check:  ## GPU host: torch numerics, engine ceiling, served ensemble → reports/gpu/ (docs/gpu.md); DRY=1: CPU rehearsal
 	$(GPU_PY) -m perf.gpu.check $(if $(DRY),--dry-run) $(if $(BUNDLE),--bundle $(BUNDLE))
 
-gpu-check-prepare: $(SETUP_STAMP)  ## pack what an offline GPU host lacks (server, wheels) into .gpu-check/ for device calls
+gpu-check-prepare: $(DEV_STAMP)  ## pack what an offline GPU host lacks (server, wheels) into .gpu-check/ for device calls
 	$(PY) -m perf.gpu.bundle --out .gpu-check
 
 # The GPU hosts' packages (the device library's KINDS.md), where PyPI has them for this machine's Python:
@@ -119,7 +130,7 @@ gpu-check-prepare: $(SETUP_STAMP)  ## pack what an offline GPU host lacks (serve
 HOST_PACKAGES ?= torch==2.11.0 numpy==2.4.6 onnxruntime==1.30.0 onnx==1.23.1 opencv-python-headless pillow \
 	packaging grpcio
 REHEARSAL ?= /tmp/rtmo-gpu-rehearsal
-gpu-check-rehearse: $(SETUP_STAMP)  ## CPU dry run of the GPU check in the GPU hosts' packages, offline from a bundle (docs/gpu.md)
+gpu-check-rehearse: $(DEV_STAMP)  ## CPU dry run of the GPU check in the GPU hosts' packages, offline from a bundle (docs/gpu.md)
 	test -x $(REHEARSAL)/venv/bin/python3 || { $(PYTHON) -m venv $(REHEARSAL)/venv && \
 		$(REHEARSAL)/venv/bin/pip install -q $(HOST_PACKAGES); }
 	$(PY) -m perf.gpu.bundle --out $(REHEARSAL)/bundle \

@@ -24,6 +24,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from perf.inputs import write_input_data
+from perf.tables import head, row
 from rtmo_triton import spec
 from rtmo_triton.build.configs import Scheduling, engine_onnx
 from rtmo_triton.spec import Param as P
@@ -95,13 +96,13 @@ def summary(rows: list[dict], title: str, tuned: dict | None = None, tuned_path:
     settings_cols = (["composing (instances×max batch)"] if ensemble else
                      ["instances", "intra-op threads", "max batch", "queue delay µs"])
     cols = ["model", "config", *settings_cols, "concurrency", "infer/s", "p99 ms"]
-    lines = [f"# model-analyzer: {title}\n", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = [f"# model-analyzer: {title}\n", *head(cols)]
     for r in sorted(rows, key=lambda r: (r["model"], -r["throughput"])):
         setting = ([layout(r["composing"])] if ensemble else
                    [r["instances"], r.get("intra_op_threads", "–"), r["max_batch"], r["max_queue_delay_us"]])
         cells = [r["model"], r["config"], *setting, r["concurrency"], f"{r['throughput']:.2f}",
                  f"{r['p99_ms']:.1f}"]
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
+        lines.append(row(*cells))
     best = max(rows, key=lambda r: r["throughput"])
     default = [r["throughput"] for r in rows if r["config"].endswith("config_default")]
     shipped = f"; the repository's configs reach {max(default):.2f}." if default else "."

@@ -11,25 +11,25 @@ MODEL_READY := $(MODEL_REPOSITORY)/rtmo/config.pbtxt
 
 .PHONY: perf bench-stages load analyze analyze-ensemble analyze-gpu report
 
-perf: $(SETUP_STAMP) $(MODEL_READY)  ## perf_analyzer on rtmo and each composing model; served/bare alternated, CPU per process → reports/perf
+perf: $(DEV_STAMP) $(MODEL_READY)  ## perf_analyzer on rtmo and each composing model; served/bare alternated, CPU per process → reports/perf
 	$(PY) -m perf.perf_sweep --model-repository $(MODEL_REPOSITORY) --concurrency $(CONCURRENCY)
 	$(PY) -m perf.served_vs_bare --model-repository $(MODEL_REPOSITORY) --concurrency $(RATIO_CONCURRENCY)
 
-bench-stages: $(SETUP_STAMP)  ## preprocess / decode / NMS micro-benchmarks against the CPU targets → reports/perf/stages.csv
+bench-stages: $(DEV_STAMP)  ## preprocess / decode / NMS micro-benchmarks against the CPU targets → reports/perf/stages.csv
 	$(PY) -m perf.bench_stages
 
-load: $(SETUP_STAMP) $(MODEL_READY)  ## locust headless (USERS, SPAWN_RATE, DURATION), every response checked → reports/load
+load: $(DEV_STAMP) $(MODEL_READY)  ## locust headless (USERS, SPAWN_RATE, DURATION), every response checked → reports/load
 	$(PY) -m perf.load --model-repository $(MODEL_REPOSITORY) --users $(USERS) \
 		--spawn-rate $(SPAWN_RATE) --duration $(DURATION)
 
-analyze: $(SETUP_STAMP) $(MODEL_READY)  ## model-analyzer sweep of each composing model → reports/model-analyzer/tuned_cpu.json (build with TUNED=)
+analyze: $(DEV_STAMP) $(MODEL_READY)  ## model-analyzer sweep of each composing model → reports/model-analyzer/tuned_cpu.json (build with TUNED=)
 	$(PY) -m perf.analyze --model-repository $(MODEL_REPOSITORY)
 
-analyze-gpu: $(SETUP_STAMP) $(MODEL_READY)  ## GPU host: model-analyzer sweep of the TensorRT flavour → reports/model-analyzer/tuned_gpu.json
+analyze-gpu: $(DEV_STAMP) $(MODEL_READY)  ## GPU host: model-analyzer sweep of the TensorRT flavour → reports/model-analyzer/tuned_gpu.json
 	$(PY) -m perf.analyze --model-repository $(MODEL_REPOSITORY) --search gpu
 
-analyze-ensemble: $(SETUP_STAMP) $(MODEL_READY)  ## model-analyzer quick search of rtmo from the built configs (~20 min)
+analyze-ensemble: $(DEV_STAMP) $(MODEL_READY)  ## model-analyzer quick search of rtmo from the built configs (~20 min)
 	$(PY) -m perf.analyze --model-repository $(MODEL_REPOSITORY) --search ensemble
 
-report: $(SETUP_STAMP)  ## regenerate reports/benchmark.md
+report: $(DEV_STAMP)  ## regenerate reports/benchmark.md
 	$(PY) -m perf.report

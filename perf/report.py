@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from perf.inputs import SIZES
+from perf.tables import markdown_table
 from rtmo_triton import spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,13 +53,6 @@ def stage_times(stats_path: Path) -> dict[str, dict[str, float]]:
         if count > 0:
             out[name] = {p: (int(now[name][p]["ns"]) - int(was[name][p]["ns"])) / count / 1e6 for p in PHASES}
     return out
-
-
-def table(header: list[str], rows: list[list[object]]) -> str:
-    if not rows:
-        return "_not run_"
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
 def alternated(rows: list[dict[str, str]]) -> list[list[object]]:
@@ -97,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
           "\n## Throughput and latency (perf_analyzer, gRPC, one JPEG per request)\n"]
     runs = [(m, f"{m}_{lbl}", lbl) for m in (spec.ENSEMBLE_NAME, spec.PREPROCESS_NAME) for lbl in LABELS]
     runs += [(m, m, "(640x480 tensors)") for m in (spec.ENGINE_NAME, spec.DECODE_NAME)]
-    md.append(table(["model", "image", "concurrency", "infer/s", "p50 ms", "p95 ms", "p99 ms"], [
+    md.append(markdown_table(["model", "image", "concurrency", "infer/s", "p50 ms", "p95 ms", "p99 ms"], [
         [model, lbl, r["concurrency"], f"{r['throughput']:.2f}", f"{r['p50']:.1f}", f"{r['p95']:.1f}",
          f"{r['p99']:.1f}"] for model, stem, lbl in runs for r in perf_rows(perf / f"{stem}.csv")]))
 
@@ -105,20 +99,21 @@ def main(argv: list[str] | None = None) -> int:
            "Bare: the same ONNX file in one onnxruntime session with the served engine's threads, N threads "
            "in a closed loop on the preprocessed JPEG; each round runs the served ensemble, then the bare "
            "loop. Target: ratio ≥ 0.9 at concurrency ≥ 2.\n",
-           table(["concurrency", "rounds", "served infer/s", "bare infer/s", "served / bare (median)",
-                  "range"], alternated(read_csv(perf / "served_vs_bare.csv"))),
+           markdown_table(["concurrency", "rounds", "served infer/s", "bare infer/s",
+                           "served / bare (median)", "range"],
+                          alternated(read_csv(perf / "served_vs_bare.csv"))),
            "\nCPU time per image served, by process (bare: the loop's own):\n",
-           table(["concurrency", "process", "CPU ms / image"], [
+           markdown_table(["concurrency", "process", "CPU ms / image"], [
                [r["concurrency"], r["process"], r["cpu_ms_per_image"]]
                for r in read_csv(perf / "cpu_per_process.csv")])]
 
     md += ["\n## Time per stage inside the ensemble (Triton statistics, mean ms per image)\n",
-           table(["image", "model", *PHASES], [
+           markdown_table(["image", "model", *PHASES], [
                [lbl, name, *(f"{t[p]:.2f}" for p in PHASES)] for lbl in LABELS
                for name, t in stage_times(perf / f"{spec.ENSEMBLE_NAME}_{lbl}.stats.json").items()])]
 
     md += ["\n## Stage micro-benchmarks outside the server (`perf.bench_stages`, one thread)\n",
-           table(["stage", "input", "p50 ms", "p95 ms", "target ms"], [
+           markdown_table(["stage", "input", "p50 ms", "p95 ms", "target ms"], [
                [r["stage"], r["input"], r["p50_ms"], r["p95_ms"], r["target_ms"] or "–"]
                for r in read_csv(perf / "stages.csv")])]
     md += [f"\nEngine output per image at K={r['topk']}: {int(r['fp32_logits_bytes']) / 2**20:.2f} MiB "
@@ -127,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load = read_csv(args.reports / "load" / "locust_stats.csv")
     md += ["\n## Load test (locust, HTTP, mixed image sizes, every response checked against the contract)\n",
-           table(["name", "requests", "failures", "median ms", "p95 ms", "p99 ms", "req/s"], [
+           markdown_table(["name", "requests", "failures", "median ms", "p95 ms", "p99 ms", "req/s"], [
                [r["Name"], r["Request Count"], r["Failure Count"], r["50%"], r["95%"], r["99%"],
                 f"{float(r['Requests/s']):.2f}"] for r in load])]
 

@@ -25,17 +25,16 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import psutil
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from perf import processes
 from perf.inputs import benchmark_jpegs, write_input_data
 from perf.perf_sweep import perf_analyzer, perf_analyzer_missing, server_stats
 from rtmo_triton import spec
 from rtmo_triton.build.configs import engine_onnx
 from rtmo_triton.build.export import onnx_metadata
 from rtmo_triton.serve.local import TritonServer, exit_on_sigterm
-from rtmo_triton.serve.tritonserver import STUB
 from rtmo_triton.served.cpus import engine_threads
 from rtmo_triton.served.onnx_engine import OnnxEngine
 from rtmo_triton.served.preprocess import preprocess
@@ -83,23 +82,9 @@ def closed_loop(engine: OnnxEngine, x: np.ndarray, concurrency: int, seconds: fl
     return sum(done)
 
 
-def role(cmdline: list[str]) -> str:
-    """Which part of the stack a process is: a Python model's stub (by model name) or the server."""
-    text = " ".join(cmdline)
-    if STUB in text:  # its arguments name the instance, e.g. rtmo_engine_0_1
-        models = (spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME)
-        return next((m for m in models if f" {m}_" in f" {text} "), "python stub (other)")
-    return "tritonserver (core, gRPC, ensemble)"
-
-
-def cpu_by_role(procs: list[psutil.Process]) -> dict[str, float]:
-    """User + system CPU seconds so far, summed by role; client: this process's waited-for children."""
-    found: dict[str, float] = defaultdict(float)
-    for p in procs:
-        try:
-            found[role(p.cmdline())] += sum(p.cpu_times()[:2])
-        except psutil.Error:
-            continue
+def cpu_by_role(procs: list) -> dict[str, float]:
+    """The server tree's CPU seconds by role, and perf_analyzer's (this process's waited-for children)."""
+    found = processes.cpu_by_role(procs)
     own = os.times()
     found["perf_analyzer (client)"] = own.children_user + own.children_system
     return found
@@ -132,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     images: dict[tuple[int, str], int] = defaultdict(int)
     failed: list[str] = []
     with TritonServer(args.model_repository, log_path=args.out / "tritonserver_ratio.log") as server:
-        root = psutil.Process(server.process.pid)
-        procs = [root, *root.children(recursive=True)]
+        procs = processes.tree(server.process.pid)
         for rnd, c in ((r, c) for r in range(args.rounds) for c in levels):
             part = args.out / f"ratio_r{rnd}_c{c}.csv"
             cpu0, n0 = cpu_by_role(procs), served_images(server)

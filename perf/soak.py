@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from perf import processes
 from rtmo_triton import spec
 from rtmo_triton.client import connect
 from rtmo_triton.client.transport import run_requests
@@ -34,18 +35,9 @@ def jpegs(seed: int = 0) -> list[bytes]:
             .tobytes() for w, h in SIZES]
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of ``pid`` and all its children (the Python stubs), MiB."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * 4096
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += map(int, (task / "children").read_text().split())
-        except (OSError, ValueError):
-            continue
-    return total / 2**20
+def server_rss_mib(server: TritonServer) -> float:
+    """Resident memory of tritonserver and its Python stubs, MiB."""
+    return processes.rss_bytes(processes.tree(server.process.pid)) / 2**20
 
 
 FIELDS = ("minute", "requests", "failed", "p50_ms", "p99_ms", "rss_mib")
@@ -91,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "failed": len(done) - len(ok),
                                  "p50_ms": round(float(np.percentile(ok, 50)), 1) if ok else "",
                                  "p99_ms": round(float(np.percentile(ok, 99)), 1) if ok else "",
-                                 "rss_mib": round(rss_mib(server.process.pid), 1)})
+                                 "rss_mib": round(server_rss_mib(server), 1)})
                     writer.writerow(rows[-1])
                     f.flush()
                     print("  ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)

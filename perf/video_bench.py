@@ -25,12 +25,13 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
+from perf import processes
 from perf.inputs import CROWD_PHOTO, SAMPLE_IMAGE
+from perf.tables import markdown_table
 from rtmo_triton import spec
 from rtmo_triton.client.people import parse_outputs
 from rtmo_triton.client.tracking import PoseTracker
@@ -60,24 +61,12 @@ class CpuMeter:
     """CPU seconds spent by this process and by the server's process tree (Python stubs included)."""
 
     def __init__(self, server_pid: int | None) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self.me = psutil.Process()
-        self.server = psutil.Process(server_pid) if server_pid else None
-
-    def _cpu(self, proc: Any) -> float:
-        try:
-            t = proc.cpu_times()
-            return t.user + t.system
-        except self._psutil.Error:
-            return 0.0
+        self.server_pid = server_pid
 
     def sample(self) -> tuple[float, float]:
-        server = 0.0
-        if self.server is not None:
-            server = sum(self._cpu(p) for p in [self.server, *self.server.children(recursive=True)])
-        return self._cpu(self.me), server
+        own = os.times()
+        server = processes.cpu_seconds(processes.tree(self.server_pid)) if self.server_pid else 0.0
+        return own.user + own.system, server
 
 
 def naive(video: Path, url: str, protocol: str, quality: int) -> dict[str, float]:
@@ -213,15 +202,14 @@ def report(rows: list[dict], protocol: str, frames: int, quality: int) -> str:
              f"{os.cpu_count()} CPUs; medians of {table[0]['runs']} alternating runs; load average "
              f"{min(loads):.1f}-{max(loads):.1f} during the runs (other work on the machine slows them)",
              "",
-             "| frames | client | in flight | frames/s (min-max) | vs naive | latency p50 / p95 ms "
-             "| CPU ms per frame: client / server |",
-             "|---|---|---|---|---|---|---|"]
+             ""]
     naive_fps = {r["size"]: r["fps"] for r in table if r["client"] == "naive"}
-    for r in table:
-        lines.append(f"| {r['size']} | {r['client']} | {r['in_flight']} | {r['fps']:.2f} "
-                     f"({r['fps_min']:.2f}-{r['fps_max']:.2f}) | {r['fps'] / naive_fps[r['size']]:.2f}x "
-                     f"| {r['p50_ms']:.0f} / {r['p95_ms']:.0f} "
-                     f"| {r['client_cpu_ms']:.0f} / {r['server_cpu_ms']:.0f} |")
+    lines.append(markdown_table(
+        ("frames", "client", "in flight", "frames/s (min-max)", "vs naive", "latency p50 / p95 ms",
+         "CPU ms per frame: client / server"),
+        [(r["size"], r["client"], r["in_flight"], f"{r['fps']:.2f} ({r['fps_min']:.2f}-{r['fps_max']:.2f})",
+          f"{r['fps'] / naive_fps[r['size']]:.2f}x", f"{r['p50_ms']:.0f} / {r['p95_ms']:.0f}",
+          f"{r['client_cpu_ms']:.0f} / {r['server_cpu_ms']:.0f}") for r in table]))
     lines += ["", "JPEG round trip of one frame (client encode + server decode, CPU time, median) "
               "against all CPU that the client and the server spent per frame in the fastest client:", ""]
     for size in dict.fromkeys(r["size"] for r in table):

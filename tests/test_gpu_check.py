@@ -194,8 +194,8 @@ def test_the_bundle_travels_in_parts_that_each_fit_a_call(tmp_path):
     with pytest.raises(SystemExit, match="alone is over"):
         gpu_bundle.split([(tmp_path / "huge", 27 * mib)], room=26 * mib)
     first, last = gpu_bundle.device_calls(tmp_path / ".gpu-check", 2, tmp_path)
-    assert 'carry=[".gpu-check/call1"]' in first and "gpu_check" not in first  # stages only
-    assert 'carry=[".gpu-check/call2"]' in last and f"gpu_check --bundle {gpu_bundle.STAGE}" in last
+    assert 'carry=[".gpu-check/call1"]' in first and "perf.gpu.check" not in first  # stages only
+    assert 'carry=[".gpu-check/call2"]' in last and f"perf.gpu.check --bundle {gpu_bundle.STAGE}" in last
     assert f"cp -r .gpu-check/call2/. {gpu_bundle.STAGE}/" in last
 
 

@@ -10,15 +10,15 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 import psutil
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
+from perf import processes, triton_metrics
+from perf.tables import markdown_table
 from rtmo_triton import spec
 from rtmo_triton.serve.local import TritonServer, exit_on_sigterm, free_port
 
@@ -110,14 +110,11 @@ def autoscaler_query() -> tuple[str, list[tuple[str, str]], float]:
 def counters(replicas: list[TritonServer], selectors: list[tuple[str, str]]) -> list[float]:
     """Each selector's counter summed over the replicas, read from their /metrics."""
     sums = [0.0] * len(selectors)
+    names = {name for name, _ in selectors}
     for replica in replicas:
-        with urllib.request.urlopen(replica.metrics_url, timeout=5) as r:
-            text = r.read().decode()
-        for family in text_string_to_metric_families(text):  # by family: samples of counters gain "_total"
-            for s in family.samples:
-                for i, (name, model) in enumerate(selectors):
-                    if family.name == name and re.fullmatch(model, s.labels.get("model", "")):
-                        sums[i] += s.value
+        values = triton_metrics.by_model(triton_metrics.scrape(replica.metrics_url, timeout_s=5), names)
+        for i, (name, model) in enumerate(selectors):
+            sums[i] += sum(v for (n, m), v in values.items() if n == name and re.fullmatch(model, m))
     return sums
 
 
@@ -138,10 +135,7 @@ def stop(server: TritonServer, *, kill: bool = False) -> int:
     its process tree outlives it killed, shared memory included. Returns the processes left behind."""
     if server.process is None:  # never started
         return 0
-    try:
-        tree = psutil.Process(server.process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        tree = []
+    tree = processes.tree(server.process.pid)[1:]
     regions = [Path("/dev/shm") / a for p in tree for a in p.cmdline() if a.startswith(SHM_PREFIX)]
     if kill:
         server.process.kill()
@@ -257,13 +251,16 @@ def rehearse(args: argparse.Namespace) -> dict:
 def report_markdown(result: dict, args: argparse.Namespace) -> str:
     base, main = result["baseline"], result["main"]
     t0 = main["start_s"]
-    rows = "\n".join(
-        f"| {p['phase']} | {p['users']} | {p['seconds']:.0f} | {p['ok']} | {p['failed']} | {p['img_s']:.2f} "
-        f"| {p['p50_ms']:.0f} | {p['p99_ms']:.0f} |" for p in (base, main))
-    protocols = "\n".join(
-        f"| {p['phase']} | {proto} | {s['requests'] - s['failures']} | {s['failures']} | {s['p50_ms']:.0f} "
-        f"| {s['p99_ms']:.0f} |" for p in (base, main) for proto, s in p["by_protocol"].items())
-    events = "\n".join(f"| {t - t0:+.1f} | {what} |" for t, what in result["events"] if t >= t0 - 1)
+    rows = markdown_table(
+        ("phase", "users", "s", "ok", "failed", "img/s", "p50 ms", "p99 ms"),
+        [(p["phase"], p["users"], f"{p['seconds']:.0f}", p["ok"], p["failed"], f"{p['img_s']:.2f}",
+          f"{p['p50_ms']:.0f}", f"{p['p99_ms']:.0f}") for p in (base, main)])
+    protocols = markdown_table(
+        ("phase", "protocol", "ok", "failed", "p50 ms", "p99 ms"),
+        [(p["phase"], proto, s["requests"] - s["failures"], s["failures"], f"{s['p50_ms']:.0f}",
+          f"{s['p99_ms']:.0f}") for p in (base, main) for proto, s in p["by_protocol"].items()])
+    events = markdown_table(("t s", "event"), [(f"{t - t0:+.1f}", what) for t, what in result["events"]
+                                                if t >= t0 - 1])
     failed_seconds = ", ".join(f"{f} at {s - t0:+.0f} s" for s, _, f in main["timeline"] if f) or "none"
     errors = "\n".join(f"- {n} × {msg}" for msg, n in {**base["errors"], **main["errors"]}.items()) or "none"
     retries = ", ".join(f"{k} {v}" for k, v in main["balancer_retries"].items())
@@ -282,18 +279,12 @@ The machine has {os.cpu_count()} cores, shared by every replica, HAProxy, locust
 (1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end): more replicas here cannot add
 throughput. The per-replica figure is the first row, at the main run's load per replica.
 
-| phase | users | s | ok | failed | img/s | p50 ms | p99 ms |
-|---|---|---|---|---|---|---|---|
 {rows}
 
-| phase | protocol | ok | failed | p50 ms | p99 ms |
-|---|---|---|---|---|---|
 {protocols}
 
 Main run, seconds from its start:
 
-| t s | event |
-|---|---|
 {events}
 
 Failed requests by second: {failed_seconds}. Errors: {errors}

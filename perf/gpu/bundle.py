@@ -8,7 +8,7 @@ Python 3.12, but no tritonserver, no tritonclient, no simplejpeg, and no network
   backend with the stub for the host's Python, and the libraries they load (symbols stripped), laid
   out as in site-packages so the binaries' relative library paths hold;
 - ``wheels/server/``: what the served Python models import and the host lacks (simplejpeg), installed
-  into the host's interpreter by ``gpu_check --bundle``;
+  into the host's interpreter by ``perf.gpu.check --bundle``;
 - ``wheels/stub/``: numpy 1, carried by every Python model of the repository the check serves, ahead of
   the host's numpy 2, which Triton 2.51's Python backend cannot exchange arrays with
   (``served.tensor_exchange``);
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     pack(out / "packed", args.python)
     if repo not in out.parents:
         print(f"{out} is outside the checkout, which is what a device call carries: use "
-              f"`gpu_check --bundle {out / 'packed'}` on this machine")
+              f"`python -m perf.gpu.check --bundle {out / 'packed'}` on this machine")
         return 0
     ignore_locally(repo, out)
     count = lay_out_parts(out, out / "packed", repo)

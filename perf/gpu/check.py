@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from perf.inputs import FIXTURES
+from perf.tables import head, row
 from rtmo_triton import spec
 from rtmo_triton.build.flavour import PREPROCESS_PLACES
 
@@ -227,14 +228,6 @@ def _f(x, digits: int = 2) -> str:
     return "–" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
-def _row(*cells: object) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(header: tuple[str, ...]) -> list[str]:
-    return [_row(*header), _row(*("---" for _ in header))]
-
-
 def _three(stats: dict, digits: int = 3) -> str:
     return " / ".join(_f(stats[k], digits) for k in ("p50", "p99", "max"))
 
@@ -256,12 +249,12 @@ def _numerics(results: list[dict]) -> list[str]:
     lines = ["## Numerics against the CPU FP32 ONNX path (onnxruntime), through the served decoder", "",
              "Matched people's deltas in original-image pixels (keypoints: Euclidean distance; boxes: the "
              "largest coordinate difference), p50 / p99 / max.", ""]
-    lines += _table(("model", "setting", "device", "people ref / found / missed / extra", "keypoint px",
+    lines += head(("model", "setting", "device", "people ref / found / missed / extra", "keypoint px",
                      "box px", "score max", "NaN/inf"))
     for m in results:
         for name, s in m["settings"].items():
             pp = s["people"]
-            lines.append(_row(m["model"], name, s["device"],
+            lines.append(row(m["model"], name, s["device"],
                               f"{pp['reference']} / {pp['found']} / {pp['missed']} / {pp['extra']}",
                               _three(s["keypoint_px"]), _three(s["box_px"]), _f(s["score_abs"]["max"], 4),
                               s["nonfinite_total"]))
@@ -271,9 +264,9 @@ def _numerics(results: list[dict]) -> list[str]:
 def _probe(p: dict) -> list[str]:
     lines = [f"## DCC bin code in FP16 vs FP32 ({p['candidates']} candidates of the RTMO-t fixtures, "
              f"{p['device']}; everything else FP32)", ""]
-    lines += _table(("box size px", "code abs max", "keypoint px p50 / p99 / max"))
+    lines += head(("box size px", "code abs max", "keypoint px p50 / p99 / max"))
     for size, r in p["box_sizes_px"].items():
-        lines.append(_row(size, _f(r["code_abs_max"], 4), _three(r["keypoint_px"])))
+        lines.append(row(size, _f(r["code_abs_max"], 4), _three(r["keypoint_px"])))
     return [*lines, ""]
 
 
@@ -284,16 +277,16 @@ def _ceiling(ceiling: dict) -> list[str]:
         precision += " (TF32 off)"
     lines = [f"## Engine ceiling (deploy graph alone, {precision} on {ceiling['device']}, "
              "channels-last on CUDA; no server, no pre/post)", ""]
-    lines += _table(("variant", "batch", "mode", "images/s", "batch ms (mean)", "latency p50 / p99 ms",
+    lines += head(("variant", "batch", "mode", "images/s", "batch ms (mean)", "latency p50 / p99 ms",
                      "paper: V100 ONNX Runtime ms/image"))
     for variant, rows in results.items():
         paper = PAPER_V100_ONNXRUNTIME_MS.get(variant, "–")
         for batch, modes in rows.items():
             for mode, t in modes.items():
                 if "error" in t:
-                    lines.append(_row(variant, batch, mode, f"error: {t['error'][:80]}", "", "", paper))
+                    lines.append(row(variant, batch, mode, f"error: {t['error'][:80]}", "", "", paper))
                 else:
-                    lines.append(_row(variant, batch, mode, f"{t['images_per_s']:.0f}",
+                    lines.append(row(variant, batch, mode, f"{t['images_per_s']:.0f}",
                                       f"{t['batch_ms_mean']:.2f}",
                                       f"{t['latency_ms_p50']:.2f} / {t['latency_ms_p99']:.2f}", paper))
     if peaks := ceiling.get("peak_reserved_mib"):
@@ -304,12 +297,12 @@ def _ceiling(ceiling: dict) -> list[str]:
 
 def _copies(results: dict) -> list[str]:
     lines = ["## Host↔device copies of the engine's input (uint8) and outputs (FP32, K=100)", ""]
-    lines += _table(("variant", "batch", "input MB", "output MB", "H2D pageable / pinned ms",
+    lines += head(("variant", "batch", "input MB", "output MB", "H2D pageable / pinned ms",
                      "D2H pageable / pinned ms"))
     for variant, rows in results.items():
         for batch, r in rows.items():
             pg, pn = r["pageable"], r["pinned"]
-            lines.append(_row(variant, batch, f"{r['input_bytes'] / 1e6:.2f}",
+            lines.append(row(variant, batch, f"{r['input_bytes'] / 1e6:.2f}",
                               f"{r['output_bytes'] / 1e6:.2f}", f"{pg['h2d_ms']:.3f} / {pn['h2d_ms']:.3f}",
                               f"{pg['d2h_ms']:.3f} / {pn['d2h_ms']:.3f}"))
     return [*lines, ""]
@@ -338,7 +331,7 @@ def _served(s: dict, ceiling: float | None = None) -> list[str]:
              f"Repository built in {s['build_s']} s, server ready in {s.get('start_s')} s; "
              f"{s['images']} real JPEGs cycled, one image per request over gRPC, max batch "
              f"{s['max_batch']}; weights: {s.get('weights', 'random')}.", ""]
-    lines += _table(("concurrency", "requests ok", "images/s" + (" (÷ ceiling)" if ceiling else ""),
+    lines += head(("concurrency", "requests ok", "images/s" + (" (÷ ceiling)" if ceiling else ""),
                      "latency p50 / p90 / p99 ms", "engine mean batch", "engine queue / compute ms",
                      "host cores busy (load generator)", "server host CPU ms / image"))
     for lv in s["levels"]:
@@ -346,7 +339,7 @@ def _served(s: dict, ceiling: float | None = None) -> list[str]:
         cores = (f"{lv['host_cores_busy']:.1f} ({lv['client_cores']:.1f})" if "host_cores_busy" in lv
                  else "not recorded")
         rate = f"{lv['images_per_s']:.1f}" + (f" ({lv['images_per_s'] / ceiling:.0%})" if ceiling else "")
-        lines.append(_row(lv["concurrency"], f"{lv['ok']}/{lv['requests']}", rate,
+        lines.append(row(lv["concurrency"], f"{lv['ok']}/{lv['requests']}", rate,
                           f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f}", _f(e.get("mean_batch")),
                           f"{_f(e.get('queue_ms'))} / {_f(e.get('compute_ms'))}", cores, _server_cpu_ms(lv)))
     if vs:
@@ -360,26 +353,26 @@ def _served(s: dict, ceiling: float | None = None) -> list[str]:
         lines += ["", "Per composing model (its instances), at each concurrency: mean batch · queue ms · "
                   "compute ms per batch, from Triton's metrics:", ""]
         instances = s.get("instances") or s.get("shm_regions", {})  # older reports: one region per instance
-        lines += _table(("concurrency", *(f"{m} ({instances.get(m, '?')})" for m in models)))
+        lines += head(("concurrency", *(f"{m} ({instances.get(m, '?')})" for m in models)))
         for lv in s["levels"]:
             cells = (lv["models"].get(m, {}) for m in models)
-            lines.append(_row(lv["concurrency"], *(f"{_f(c.get('mean_batch'))} · {_f(c.get('queue_ms'))} · "
+            lines.append(row(lv["concurrency"], *(f"{_f(c.get('mean_batch'))} · {_f(c.get('queue_ms'))} · "
                                                    f"{_f(c.get('compute_ms'))}" for c in cells)))
     lines += ["", "Python backend shared memory after the max-batch phase (the peak: regions never shrink):",
               ""]
-    lines += _table(("model", "instances", "/dev/shm MiB"))
+    lines += head(("model", "instances", "/dev/shm MiB"))
     for model, size in s.get("shm_bytes_per_model", {}).items():
-        lines.append(_row(model, s["shm_regions"].get(model), f"{size / 2**20:.1f}"))
-    lines.append(_row("total", "", f"{s.get('shm_bytes_total', 0) / 2**20:.1f}"))
+        lines.append(row(model, s["shm_regions"].get(model), f"{size / 2**20:.1f}"))
+    lines.append(row("total", "", f"{s.get('shm_bytes_total', 0) / 2**20:.1f}"))
     return [*lines, ""]
 
 
 def _jpeg(j: dict) -> list[str]:
     lines = [f"## GPU-resident stages on the device ({j['decoder']})", "",
              "JPEG pixels against libjpeg-turbo's (the CPU path), every BGR value:", ""]
-    lines += _table(("images", "count", "values differing", "mean abs", "p99 abs", "max abs"))
+    lines += head(("images", "count", "values differing", "mean abs", "p99 abs", "max abs"))
     for name, d in j["pixels"].items():
-        lines.append(_row(name, d["images"], f"{d['differing_share']:.2%}", _f(d["mean_abs"], 3),
+        lines.append(row(name, d["images"], f"{d['differing_share']:.2%}", _f(d["mean_abs"], 3),
                           _f(d["p99_abs"], 1), d["max_abs"]))
     pp, k = j["people"]["people"], j["people"]["keypoint_px"]
     dd, lb, c = j["people"]["device_decoder"], j["letterbox"], j["corruption"]
@@ -395,10 +388,10 @@ def _jpeg(j: dict) -> list[str]:
               "Decode throughput (images/s) and the GPU preprocess's host CPU per image:", ""]
     rows = j["throughput"]
     batches = sorted({int(k.split("_")[2]) for r in rows.values() for k in r if k.startswith("decode_batch")})
-    lines += _table(("size", "libjpeg-turbo, one core", *(f"GPU decode, batch {b}" for b in batches),
+    lines += head(("size", "libjpeg-turbo, one core", *(f"GPU decode, batch {b}" for b in batches),
                      *(f"preprocess batch {b}: images/s · host CPU ms/image" for b in batches)))
     for size, r in rows.items():
-        lines.append(_row(size, f"{r['libjpeg_one_core_images_per_s']:.0f}",
+        lines.append(row(size, f"{r['libjpeg_one_core_images_per_s']:.0f}",
                           *(f"{r[f'decode_batch_{b}_images_per_s']:.0f}" for b in batches),
                           *(f"{r[f'preprocess_batch_{b}_images_per_s']:.0f} · "
                             f"{r[f'preprocess_batch_{b}_host_cpu_ms_per_image']:.2f}" for b in batches)))

@@ -16,20 +16,19 @@ is what a container's ``--shm-size`` must hold.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 import sysconfig
 import time
-import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import psutil
 
+from perf import processes, triton_metrics
 from perf.inputs import FIXTURES, SAMPLE_IMAGE
 from rtmo_triton import spec
-from rtmo_triton.serve.guard import stub_processes
 from rtmo_triton.serve.local import TritonServer
 from rtmo_triton.serve.tritonserver import PYTRITON_LIBS, STUB, scrubbed_env
 from rtmo_triton.served.bundle import PACKAGES_DIR, archive_name, running_python
@@ -123,14 +122,7 @@ def cores_used(before: tuple[int, int], after: tuple[int, int], cpus: int) -> fl
 
 def read_metrics(url: str) -> dict[tuple[str, str], float]:
     """(metric, model) → value of the counters in ``METRICS``."""
-    with urllib.request.urlopen(url, timeout=10) as r:
-        text = r.read().decode()
-    values: dict[tuple[str, str], float] = {}
-    for line in text.splitlines():
-        m = re.match(r'^(\w+)\{[^}]*model="([^"]+)"[^}]*\} ([0-9.eE+-]+)$', line)
-        if m and m.group(1) in METRICS:
-            values[(m.group(1), m.group(2))] = values.get((m.group(1), m.group(2)), 0.0) + float(m.group(3))
-    return values
+    return triton_metrics.by_model(triton_metrics.scrape(url), METRICS)
 
 
 def model_stats(before: dict, after: dict) -> dict[str, dict[str, float | None]]:
@@ -154,12 +146,13 @@ def stub_regions(server_pid: int) -> dict[str, list[str]]:
     """Model name → shared-memory region names of that server's Python stubs (a stub's second
     argument, after its model.py)."""
     regions: dict[str, list[str]] = defaultdict(list)
-    for pid, model in stub_processes(server_pid).items():
+    for proc in processes.tree(server_pid):
+        model = processes.stub_model(proc)
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
+            if model is not None:
+                regions[model].append(proc.cmdline()[2])
+        except psutil.Error:
             continue  # exited while we looked
-        regions[model].append(argv[2].decode())
     return dict(regions)
 
 

@@ -148,7 +148,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-CALIBRATION_SUFFIXES = (".jpg", ".jpeg", ".png")
+CALIBRATION_SUFFIXES = (".jpg", ".jpeg")  # photos; the fixtures' synthetic PNGs are not people
 
 
 def calibration_paths(sources: list[Path]) -> list[Path]:
