@@ -5,7 +5,7 @@ tritonserver on the model repository (or uses ``--url``), writes a short
 panning video per size, and runs on each:
 
 - naive: read a frame, JPEG-encode it, send it, wait for the reply, track, repeat;
-- pipelined: the tool's own path (reader thread, ``--in-flight`` requests,
+- pipelined: the tool's own path (reader thread, ``--concurrency`` requests,
   in-order reassembly, tracking), for each in-flight count.
 
 It also times the JPEG round trip of one frame (the client's encode, the
@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=24, help="frames per run (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="runs of each client, taken in turns (default %(default)s)")
-    parser.add_argument("--in-flight", default="2,4",
+    parser.add_argument("--concurrency", default="2,4",
                         help="requests in flight of each pipelined run, comma-separated "
                              "(default %(default)s)")
     parser.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY)
@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if photo_path is None:
         parser.error(f"no photo found ({', '.join(map(str, PHOTOS))}); pass --photo")
     photo = cv2.imread(str(photo_path), cv2.IMREAD_COLOR)
-    in_flights = [int(n) for n in args.in_flight.split(",") if n]
+    in_flights = [int(n) for n in args.concurrency.split(",") if n]
 
     with tempfile.TemporaryDirectory(prefix="rtmo-video-bench-") as tmp:
         workdir = Path(tmp)

@@ -9,7 +9,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from rtmo_triton import spec
-from rtmo_triton.client import cli, transport
+from rtmo_triton.client import cli, evaluate, exit_codes, transport, video
 from rtmo_triton.serve.local import free_port
 
 from .client_fakes import FakeResult
@@ -76,7 +76,7 @@ def run_cli(*args):
 
 def test_out_dir_gets_json_and_overlays_per_image(fake_server, folder, tmp_path, capsys):
     out = tmp_path / "out"
-    assert run_cli(folder, "--out-dir", out, "--overlay") == cli.EXIT_IMAGES_FAILED
+    assert run_cli(folder, "--out-dir", out, "--overlay") == exit_codes.SOME_FAILED
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
         "a.json", "a_overlay.png", "broken.json", "sub", "sub/b.json", "sub/b_overlay.png"]
     a = json.loads((out / "a.json").read_text())
@@ -92,7 +92,7 @@ def test_out_dir_gets_json_and_overlays_per_image(fake_server, folder, tmp_path,
 
 
 def test_json_to_stdout_is_pure_json(fake_server, folder, capsys):
-    assert run_cli(folder / "a.png", folder / "sub", "--json", "-") == cli.EXIT_OK
+    assert run_cli(folder / "a.png", folder / "sub", "--json", "-") == exit_codes.OK
     captured = capsys.readouterr()
     records = json.loads(captured.out)
     assert [Path(r["image"]).name for r in records] == ["a.png", "b.jpg"]
@@ -101,7 +101,7 @@ def test_json_to_stdout_is_pure_json(fake_server, folder, capsys):
 
 def test_json_file_and_batch_size(fake_server, folder, tmp_path):
     target = tmp_path / "all.json"
-    assert run_cli(folder, "--json", target, "--batch-size", "2") == cli.EXIT_IMAGES_FAILED
+    assert run_cli(folder, "--json", target, "--batch-size", "2") == exit_codes.SOME_FAILED
     assert len(json.loads(target.read_text())) == 3
     assert fake_server.batches[0] == 2
 
@@ -130,7 +130,7 @@ def test_batch_size_is_capped_at_the_model_max(fake_server, folder, capsys):
 def test_argument_errors_exit_2(folder, capsys, args, message):
     with pytest.raises(SystemExit) as exc:
         run_cli(folder, *args)
-    assert exc.value.code == cli.EXIT_USAGE
+    assert exc.value.code == exit_codes.USAGE
     assert message in capsys.readouterr().err
 
 
@@ -153,7 +153,7 @@ def test_no_path_exits_2(capsys):
 def test_unreachable_server_exits_3_with_a_clear_message(folder, capsys, protocol):
     url = f"127.0.0.1:{free_port()}"
     code = run_cli(folder / "a.png", "--url", url, "--protocol", protocol, "--timeout", "5")
-    assert code == cli.EXIT_SERVER
+    assert code == exit_codes.SERVER
     err = capsys.readouterr().err
     assert f"error: {url}: cannot reach Triton over {protocol}" in err
 
@@ -177,3 +177,16 @@ def test_the_client_is_a_console_script_like_its_siblings():
     done = subprocess.run([str(scripts / "rtmo-client"), "--help"], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("usage: rtmo-client"), done.stderr
+
+
+def test_the_tools_share_their_server_options_with_one_default_each():
+    """rtmo-client, rtmo-eval and rtmo-video: same names, same meaning (request timeout), same defaults."""
+    shared = ("url", "protocol", "model", "timeout", "wait")
+    defaults = []
+    for parser in (cli.build_parser(), evaluate.build_parser(), video.build_parser()):
+        actions = {a.dest: a for a in parser._actions}
+        assert "concurrency" in actions and "in_flight" not in actions and "request_timeout" not in actions
+        defaults.append({name: actions[name].default for name in shared})
+    assert defaults[0] == defaults[1] == defaults[2]
+    assert defaults[0]["protocol"] == "http" and defaults[0]["timeout"] == transport.DEFAULT_TIMEOUT_S
+    assert {a.dest for a in video.build_parser()._actions} >= {"source_timeout"}

@@ -13,12 +13,9 @@ import numpy as np
 import pytest
 
 from rtmo_triton import spec
-from rtmo_triton.client import People, connect, model_config
+from rtmo_triton.client import People, connect, exit_codes, model_config
 from rtmo_triton.client.evaluate import (
     BENCHMARKS,
-    EXIT_OK,
-    EXIT_SERVER,
-    EXIT_USAGE,
     EvalError,
     Progress,
     coco_results,
@@ -137,16 +134,16 @@ def test_crowdpose_annotation_needs_crowd_index(tmp_path):
 
 
 def test_bad_inputs_are_refused_before_any_request(tmp_path, capsys):
-    assert main(["--ann", str(tmp_path / "none.json"), "--images", str(COCO_IMAGES)]) == EXIT_USAGE
+    assert main(["--ann", str(tmp_path / "none.json"), "--images", str(COCO_IMAGES)]) == exit_codes.USAGE
     assert "annotation file not found" in capsys.readouterr().err
     data = json.loads(COCO_ANNOTATIONS.read_text())
     data["images"][1]["file_name"] = "not_there.jpg"
     (ann := tmp_path / "ann.json").write_text(json.dumps(data))
-    assert main(["--ann", str(ann), "--images", str(COCO_IMAGES)]) == EXIT_USAGE
+    assert main(["--ann", str(ann), "--images", str(COCO_IMAGES)]) == exit_codes.USAGE
     assert "1 of 4 images are not in" in (err := capsys.readouterr().err) and "not_there.jpg" in err
     (foreign := tmp_path / "foreign.json").write_text(json.dumps([{"image_id": 1, "category_id": 1,
                                                                     "keypoints": [0] * 51, "score": 1}]))
-    assert main(["--ann", str(COCO_ANNOTATIONS), "--score", str(foreign)]) == EXIT_USAGE
+    assert main(["--ann", str(COCO_ANNOTATIONS), "--score", str(foreign)]) == exit_codes.USAGE
     assert "not in" in capsys.readouterr().err
 
 
@@ -154,7 +151,7 @@ def test_unreachable_server_is_reported(tmp_path, capsys):
     url = f"127.0.0.1:{free_port()}"
     code = main(["--ann", str(COCO_ANNOTATIONS), "--images", str(COCO_IMAGES), "--url", url,
                  "--out", str(tmp_path / "r.json")])
-    assert code == EXIT_SERVER and "cannot reach Triton" in capsys.readouterr().err
+    assert code == exit_codes.SERVER and "cannot reach Triton" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +178,7 @@ def test_fixture_images_through_the_server(server, tmp_path, capsys):
     code = main(["--ann", str(COCO_ANNOTATIONS), "--images", str(COCO_IMAGES), "--url", server.http_url,
                  "--out", str(out)])
     printed = capsys.readouterr()
-    assert code == EXIT_OK, printed.err
+    assert code == exit_codes.OK, printed.err
     image_ids = {i["id"] for i in json.loads(COCO_ANNOTATIONS.read_text())["images"]}
     results = json.loads(out.read_text())
     assert results and {r["image_id"] for r in results} <= image_ids
@@ -213,7 +210,7 @@ def test_a_rerun_sends_only_the_images_not_yet_done(server, tmp_path, capsys):
     before = served_images(server)
     code = main(["--ann", str(COCO_ANNOTATIONS), "--images", str(COCO_IMAGES), "--url", server.grpc_url,
                  "--protocol", "grpc", "--out", str(out)])
-    assert code == EXIT_OK, capsys.readouterr().err
+    assert code == exit_codes.OK, capsys.readouterr().err
     assert served_images(server) - before == 2
     assert not {r["image_id"] for r in json.loads(out.read_text())} & set(done)
 
@@ -227,7 +224,7 @@ def test_served_model_must_predict_the_annotations_keypoints(server, tmp_path, c
     path.write_text(json.dumps(data))
     code = main(["--ann", str(path), "--images", str(COCO_IMAGES), "--url", server.http_url,
                  "--out", str(tmp_path / "r.json")])
-    assert code == EXIT_USAGE
+    assert code == exit_codes.USAGE
     assert "predicts 17 coco keypoints, the annotation file has 14 (crowdpose)" in capsys.readouterr().err
 
 

@@ -323,6 +323,10 @@ def _read_video(path: Path) -> list[np.ndarray]:
     return frames
 
 
+def _over_grpc(server) -> tuple[str, ...]:
+    return "--url", server.grpc_url, "--protocol", "grpc"
+
+
 def _run_tool(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout)
@@ -351,7 +355,7 @@ def _jpeg(image: np.ndarray) -> bytes:
 def test_video_over_grpc_every_frame_in_order_with_ids_and_an_annotated_copy(server, tmp_path):
     video = _write_video(tmp_path / "walk.mp4", 20)
     out, jsonl = tmp_path / "annotated.mp4", tmp_path / "people.jsonl"
-    run = _run_tool(video, "--url", server.grpc_url, "--in-flight", 4, "--out", out, "--jsonl", jsonl)
+    run = _run_tool(video, *_over_grpc(server), "--concurrency", 4, "--out", out, "--jsonl", jsonl)
     print(run.stderr)
     assert run.returncode == 0, run.stderr
     assert "frames/s" in run.stderr and "p95" in run.stderr
@@ -391,7 +395,7 @@ def test_folder_over_http_every_other_frame_untracked(server, tmp_path):
         cv2.imwrite(str(folder / f"{i:04d}.png"), image)
     out, jsonl = tmp_path / "annotated.avi", tmp_path / "people.jsonl"
     run = _run_tool(folder, "--url", server.http_url, "--protocol", "http", "--every", 2, "--no-track",
-                    "--in-flight", 2, "--out", out, "--jsonl", jsonl)
+                    "--concurrency", 2, "--out", out, "--jsonl", jsonl)
     assert run.returncode == 0, run.stderr
     records = _lines(jsonl)
     assert [r["frame"] for r in records] == [0, 2, 4]
@@ -406,7 +410,7 @@ def test_folder_over_http_every_other_frame_untracked(server, tmp_path):
 def test_ctrl_c_stops_cleanly_leaving_valid_files(server, tmp_path):
     video = _write_video(tmp_path / "long.mp4", 60)
     out, jsonl = tmp_path / "annotated.mp4", tmp_path / "people.jsonl"
-    command = [sys.executable, str(TOOL), str(video), "--url", server.grpc_url, "--in-flight", "2",
+    command = [sys.executable, str(TOOL), str(video), *_over_grpc(server), "--concurrency", "2",
                "--out", str(out), "--jsonl", str(jsonl)]
     # as at a terminal: a test run started in the background inherits SIGINT ignored, which the tool keeps
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
@@ -442,7 +446,7 @@ def test_a_source_cut_short_is_reported_after_its_frames_are_written(server, tmp
     cut, readable = _cut_avi(tmp_path / "cut.avi", 10)
     assert 0 < readable < 10
     jsonl = tmp_path / "people.jsonl"
-    run = _run_tool(cut, "--url", server.grpc_url, "--jsonl", jsonl)
+    run = _run_tool(cut, *_over_grpc(server), "--jsonl", jsonl)
     assert run.returncode == 4, run.stderr
     assert f"ended after {readable} of the 10 frames" in run.stderr
     assert [r["frame"] for r in _lines(jsonl)] == list(range(readable))
@@ -454,7 +458,7 @@ def test_a_stalled_source_times_out_instead_of_hanging(server, tmp_path):
     fifo = tmp_path / "stream"
     os.mkfifo(fifo)
     # nothing writes: opening blocks inside OpenCV
-    run = _run_tool(fifo, "--url", server.grpc_url, "--timeout", 2, timeout=60)
+    run = _run_tool(fifo, *_over_grpc(server), "--source-timeout", 2, timeout=60)
     assert run.returncode == 4 and "could not open" in run.stderr, run.stderr
 
     # a writer sends half a video and then goes quiet while keeping the pipe open
@@ -464,7 +468,7 @@ def test_a_stalled_source_times_out_instead_of_hanging(server, tmp_path):
                                str(fifo), str(cut)])
     try:
         jsonl = tmp_path / "people.jsonl"
-        run = _run_tool(fifo, "--url", server.grpc_url, "--timeout", 2, "--jsonl", jsonl, timeout=60)
+        run = _run_tool(fifo, *_over_grpc(server), "--source-timeout", 2, "--jsonl", jsonl, timeout=60)
     finally:
         writer.kill()
         writer.wait()
@@ -483,8 +487,8 @@ def test_a_video_served_over_http_is_read_as_a_stream_url(server, tmp_path):
         url = f"http://127.0.0.1:{web.server_address[1]}"
         try:
             jsonl = tmp_path / "people.jsonl"
-            run = _run_tool(f"{url}/clip.avi", "--url", server.grpc_url, "--max-frames", 4, "--jsonl", jsonl)
-            missing = _run_tool(f"{url}/absent.avi", "--url", server.grpc_url, "--timeout", 5, timeout=60)
+            run = _run_tool(f"{url}/clip.avi", *_over_grpc(server), "--max-frames", 4, "--jsonl", jsonl)
+            missing = _run_tool(f"{url}/absent.avi", *_over_grpc(server), "--source-timeout", 5, timeout=60)
         finally:
             web.shutdown()
     assert run.returncode == 0, run.stderr
@@ -503,7 +507,7 @@ def test_sources_that_cannot_be_opened_fail_with_a_message(server, tmp_path):
     junk.write_text("not a video")
     for source, message in ((tmp_path / "missing.mp4", "no such file"), (junk, "cannot open"),
                             (tmp_path, "no images")):
-        run = _run_tool(source, "--url", server.grpc_url, timeout=60)
+        run = _run_tool(source, *_over_grpc(server), timeout=60)
         assert run.returncode == 4, run.stderr
         assert message in run.stderr
 

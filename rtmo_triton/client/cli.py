@@ -1,7 +1,6 @@
 """``rtmo_client``: send images or folders to the `rtmo` ensemble, print and save people.
 
-Exit status: 0 all images done, 1 some images failed (the rest are still
-written), 2 bad arguments, 3 server unreachable or model not ready.
+Exit status: ``exit_codes``.
 """
 from __future__ import annotations
 
@@ -18,16 +17,14 @@ import cv2
 from .. import spec
 from ..served.image_io import ImageError, decode_bgr
 from ..whole_files import write_whole
-from .arguments import positive_float, positive_int, server_url, unit_float
+from . import exit_codes
+from .arguments import add_server_options, positive_int, unit_float
 from .files import IMAGE_EXTENSIONS, ImageFile, find_images
 from .infer import infer_images
 from .overlay import DEFAULT_KPT_THR, draw_overlay
 from .people import People
 from .records import people_record
 from .transport import (
-    DEFAULT_PORTS,
-    DEFAULT_TIMEOUT_S,
-    PROTOCOLS,
     ModelNotReady,
     ServerUnavailable,
     check_ready,
@@ -35,7 +32,6 @@ from .transport import (
     normalize_url,
 )
 
-EXIT_OK, EXIT_IMAGES_FAILED, EXIT_USAGE, EXIT_SERVER = 0, 1, 2, 3
 CHUNK_REQUESTS = 4
 """Requests' worth of images read per round per concurrent slot: bounds memory on big folders."""
 
@@ -44,13 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtmo-client",
         description="Multi-person pose estimation with the RTMO ensemble on a Triton server.",
-        epilog=f"Folders are searched recursively for {', '.join(sorted(IMAGE_EXTENSIONS))}.",
+        epilog=f"Folders are searched recursively for {', '.join(sorted(IMAGE_EXTENSIONS))}. "
+               + exit_codes.EPILOG,
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    parser.add_argument("--url", type=server_url, help="host[:port]; default 127.0.0.1 on port "
-                        + " / ".join(f"{p} ({n})" for n, p in DEFAULT_PORTS.items()))
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="http")
-    parser.add_argument("--model", default=spec.ENSEMBLE_NAME, help="ensemble name (default %(default)s)")
+    add_server_options(parser, concurrency=1)
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--out-dir", type=Path, help="write <stem>.json (and overlays) per image here")
     out.add_argument("--json", metavar="FILE", help="write all results to one JSON file ('-' = stdout)")
@@ -60,11 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keypoints scoring below this are not drawn (default %(default)s)")
     parser.add_argument("--batch-size", type=positive_int,
                         help="images per request (default and cap: the model's max_batch_size)")
-    parser.add_argument("--concurrency", type=positive_int, default=1, help="requests in flight (default 1)")
-    parser.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S,
-                        help="network timeout per request, seconds (default %(default)s)")
-    parser.add_argument("--wait", type=float, default=0.0,
-                        help="seconds to wait for the server and model to become ready (default 0)")
     return parser
 
 
@@ -101,7 +90,7 @@ def _run(args: argparse.Namespace, files: list[ImageFile], client: Any, url: str
         info = check_ready(client, args.protocol, args.model, wait_s=args.wait)
     except (ServerUnavailable, ModelNotReady) as exc:
         print(f"error: {url}: {exc}", file=sys.stderr)
-        return EXIT_SERVER
+        return exit_codes.SERVER
     max_batch = info.max_batch_size
     batch = min(args.batch_size or max_batch, max_batch)
     if args.batch_size and args.batch_size > max_batch:
@@ -137,7 +126,7 @@ def _run(args: argparse.Namespace, files: list[ImageFile], client: Any, url: str
     wall = time.perf_counter() - start
     print(f"{len(files)} image(s), {people_total} people, {failed} failed, {wall:.2f} s "
           f"({args.protocol} {url}, batch {batch}, concurrency {args.concurrency})", file=log)
-    return EXIT_IMAGES_FAILED if failed else EXIT_OK
+    return exit_codes.SOME_FAILED if failed else exit_codes.OK
 
 
 def _read_all(files: list[ImageFile]) -> tuple[list[bytes], list[str | None]]:

@@ -30,15 +30,12 @@ import numpy as np
 
 from .. import spec
 from ..whole_files import write_whole
-from .arguments import positive_float, positive_int, server_url
-from .cli import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE
+from . import exit_codes
+from .arguments import add_server_options
 from .infer import infer_images
 from .people import People
 from .records import COORD_DECIMALS
 from .transport import (
-    DEFAULT_PORTS,
-    DEFAULT_TIMEOUT_S,
-    PROTOCOLS,
     ModelNotReady,
     ServerUnavailable,
     check_ready,
@@ -207,13 +204,13 @@ class Progress:
 
 def run(annotation: Annotation, images_dir: Path, out: Path, *, client: Any, protocol: str,
         model: str = spec.ENSEMBLE_NAME, concurrency: int = 1, timeout_s: float | None = None,
-        log: TextIO | None = None) -> list[str]:
+        wait_s: float = 0.0, log: TextIO | None = None) -> list[str]:
     """Infer every image not yet in ``<out>.progress``; write ``out`` once all are done.
 
     Returns the errors of the images that failed (empty when ``out`` was written).
     """
     log = log or sys.stderr
-    info = check_ready(client, protocol, model)
+    info = check_ready(client, protocol, model, wait_s=wait_s)
     parameters = served_parameters(model_config(client, protocol, model))
     check_served_keypoints(parameters, annotation.benchmark)
     header = {"annotation": str(annotation.path.resolve()), "model": model, "parameters": parameters}
@@ -262,19 +259,13 @@ def run(annotation: Annotation, images_dir: Path, out: Path, *, client: Any, pro
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rtmo-eval", description="COCO/CrowdPose keypoint AP of the RTMO ensemble served by Triton, "
-        "scored as mmpose scores RTMO (xtcocotools).")
+        "scored as mmpose scores RTMO (xtcocotools).", epilog=exit_codes.EPILOG)
     p.add_argument("--ann", type=Path, required=True, help="COCO-format keypoint annotation file")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, help="folder holding the annotation's file_name entries")
     source.add_argument("--score", type=Path, metavar="RESULTS", help="only score this COCO results file")
     p.add_argument("--out", type=Path, help="results file (default <ann stem>.rtmo-results.json)")
-    p.add_argument("--url", type=server_url, help="host[:port]; default 127.0.0.1 on port "
-                   + " / ".join(f"{v} ({k})" for k, v in DEFAULT_PORTS.items()))
-    p.add_argument("--protocol", choices=PROTOCOLS, default="http")
-    p.add_argument("--model", default=spec.ENSEMBLE_NAME, help="ensemble name (default %(default)s)")
-    p.add_argument("--concurrency", type=positive_int, default=4,
-                   help="requests in flight (default %(default)s)")
-    p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, help="seconds per request")
+    add_server_options(p, concurrency=4)
     return p
 
 
@@ -291,16 +282,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise EvalError(f"{len(missing)} of {len(annotation.images)} images are not in "
                                 f"{args.images}, e.g. {', '.join(missing[:3])}")
             code = _infer(args, annotation, results)
-            if code != EXIT_OK:
+            if code != exit_codes.OK:
                 return code
         elif not results.is_file():
             raise EvalError(f"results file not found: {results}")
         stats = score(annotation, results)
     except EvalError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exit_codes.USAGE
     print(f"{annotation.benchmark.keypoints.dataset} AP {stats['AP']:.3f} ({results}, {args.ann})")
-    return EXIT_OK
+    return exit_codes.OK
 
 
 def _infer(args: argparse.Namespace, annotation: Annotation, results: Path) -> int:
@@ -308,10 +299,10 @@ def _infer(args: argparse.Namespace, annotation: Annotation, results: Path) -> i
     client = connect(url, args.protocol, concurrency=args.concurrency, timeout_s=args.timeout)
     try:
         errors = run(annotation, args.images, results, client=client, protocol=args.protocol,
-                     model=args.model, concurrency=args.concurrency, timeout_s=args.timeout)
+                     model=args.model, concurrency=args.concurrency, timeout_s=args.timeout, wait_s=args.wait)
     except (ServerUnavailable, ModelNotReady) as exc:
         print(f"error: {url}: {exc}", file=sys.stderr)
-        return EXIT_SERVER
+        return exit_codes.SERVER
     finally:
         client.close()
     for line in errors[:10]:
@@ -319,8 +310,8 @@ def _infer(args: argparse.Namespace, annotation: Annotation, results: Path) -> i
     if errors:
         print(f"{len(errors)} error(s); finished images are kept: run the same command again to retry "
               "the rest", file=sys.stderr)
-        return EXIT_IMAGES_FAILED
-    return EXIT_OK
+        return exit_codes.SOME_FAILED
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """``rtmo-video``: multi-person pose on a video file, camera, stream or folder of frames, with person IDs.
 
 Each frame is JPEG-encoded and sent to the `rtmo` ensemble by one of
-``--in-flight`` worker threads, each holding one request, so encoding,
+``--concurrency`` worker threads, each holding one request, so encoding,
 transfer and the server's work overlap; replies are put back in frame order
 (``InOrder``) before tracking, the JSON lines and the annotated video, which
 all need frames in order. Worker threads are daemons: a request abandoned on
@@ -34,15 +34,13 @@ import numpy as np
 
 from .. import spec
 from ..people import People
-from .arguments import percent, positive_float, positive_int, server_url, unit_float
-from .cli import EXIT_IMAGES_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE
+from . import exit_codes
+from .arguments import add_server_options, percent, positive_float, positive_int, unit_float
 from .overlay import DEFAULT_KPT_THR, draw_overlay
 from .people import parse_outputs
 from .records import people_record
 from .transport import (
-    DEFAULT_PORTS,
     DEFAULT_TIMEOUT_S,
-    PROTOCOLS,
     ModelNotReady,
     ServerUnavailable,
     check_ready,
@@ -57,7 +55,6 @@ from .transport import (
 )
 from .video_io import WRITER_CODECS, FrameSource, JsonLines, SourceError, VideoOut
 
-EXIT_SOURCE, EXIT_INTERRUPTED = 4, 130
 DEFAULT_IN_FLIGHT = 4
 DEFAULT_JPEG_QUALITY = 90
 DEFAULT_SOURCE_TIMEOUT_S = 30.0
@@ -465,21 +462,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rtmo-video",
         description="Pose estimation with person IDs on a video, camera, stream or folder of frames, "
                     "served by the RTMO ensemble on Triton.",
-        epilog="Exit status: 0 done, 1 some frames failed, 2 bad arguments, 3 server unreachable or lost, "
-               "4 source cannot be opened, stalled or was cut short, 130 interrupted.",
+        epilog=exit_codes.EPILOG,
     )
     parser.add_argument("source", metavar="SOURCE",
                         help="video file, camera index (0), stream URL (rtsp://..., http://...) "
                              "or folder of images")
-    parser.add_argument("--url", type=server_url, help="host[:port]; default 127.0.0.1 on port "
-                        + " / ".join(f"{p} ({n})" for n, p in DEFAULT_PORTS.items()))
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="grpc")
-    parser.add_argument("--model", default=spec.ENSEMBLE_NAME, help="ensemble name (default %(default)s)")
+    add_server_options(parser, concurrency=DEFAULT_IN_FLIGHT)
     parser.add_argument("--out", metavar="VIDEO",
                         help=f"annotated video ({', '.join(sorted(WRITER_CODECS))})")
     parser.add_argument("--jsonl", metavar="FILE", help="one JSON line per processed frame ('-' = stdout)")
-    parser.add_argument("--in-flight", type=positive_int, default=DEFAULT_IN_FLIGHT,
-                        help="requests in flight (default %(default)s)")
     parser.add_argument("--no-track", action="store_true", help="no person IDs (track_id null)")
     parser.add_argument("--max-frames", type=positive_int, help="stop after this many source frames")
     parser.add_argument("--every", type=positive_int, default=1,
@@ -493,13 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default %(default)s)")
     parser.add_argument("--fps", type=positive_float,
                         help="frame rate for a folder, or a source that reports none (default 25)")
-    parser.add_argument("--timeout", type=positive_float, default=DEFAULT_SOURCE_TIMEOUT_S,
+    parser.add_argument("--source-timeout", type=positive_float, default=DEFAULT_SOURCE_TIMEOUT_S,
                         help="seconds to wait for the source to open, and for each frame "
                              "(default %(default)s)")
-    parser.add_argument("--request-timeout", type=positive_float, default=DEFAULT_TIMEOUT_S,
-                        help="seconds to wait for each reply (default %(default)s)")
-    parser.add_argument("--wait", type=float, default=0.0,
-                        help="seconds to wait for the server and model to become ready (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no live progress line")
     return parser
 
@@ -516,28 +503,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args, guard=guard)
     except KeyboardInterrupt:  # before the pipeline started: nothing to save
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_codes.INTERRUPTED
 
 
 def run(args: argparse.Namespace, log: TextIO = sys.stderr, guard: InterruptGuard | None = None) -> int:
     url = normalize_url(args.url, args.protocol)
-    probe = connect(url, args.protocol, timeout_s=args.request_timeout)
+    probe = connect(url, args.protocol, timeout_s=args.timeout)
     try:
         check_ready(probe, args.protocol, args.model, wait_s=args.wait)
         names = served_keypoint_names(model_config(probe, args.protocol, args.model))
     except (ServerUnavailable, ModelNotReady) as exc:
         print(f"error: {url}: {exc}", file=log)
-        return EXIT_SERVER
+        return exit_codes.SERVER
     finally:
         probe.close()
 
-    source = FrameSource(args.source, timeout_s=args.timeout, max_frames=args.max_frames,
-                         queue_size=2 * args.in_flight, fps=args.fps)
+    source = FrameSource(args.source, timeout_s=args.source_timeout, max_frames=args.max_frames,
+                         queue_size=2 * args.concurrency, fps=args.fps)
     try:
         src = source.open()
     except SourceError as exc:
         print(f"error: {exc}", file=log)
-        return EXIT_SOURCE
+        return exit_codes.SOURCE
     outputs = video = sender = None
     try:
         try:
@@ -547,7 +534,7 @@ def run(args: argparse.Namespace, log: TextIO = sys.stderr, guard: InterruptGuar
             if video is not None:
                 video.close()
             print(f"error: {exc}", file=log)
-            return EXIT_USAGE
+            return exit_codes.USAGE
         tracker = None
         if not args.no_track:
             from .tracking import PoseTracker  # norfair is imported only when tracking
@@ -555,13 +542,13 @@ def run(args: argparse.Namespace, log: TextIO = sys.stderr, guard: InterruptGuar
             tracker = PoseTracker(period=args.every, keypoint_thr=args.kpt_thr)
         outputs = Outputs(tracker=tracker, video=video, jsonl=jsonl, names=names, kpt_thr=args.kpt_thr)
         sender = FrameSender(url, args.protocol, model=args.model,
-                             timeout_s=args.request_timeout, jpeg_quality=args.jpeg_quality)
+                             timeout_s=args.timeout, jpeg_quality=args.jpeg_quality)
         print(f"{args.source}: {src.kind} {src.width}x{src.height} at {src.fps:g} frames/s"
               + (f", {src.frame_count} frames" if src.frame_count else "")
-              + f" -> {args.protocol} {url}, {args.in_flight} in flight", file=log)
-        stats, status, message = stream(source, sender, outputs, in_flight=args.in_flight, every=args.every,
+              + f" -> {args.protocol} {url}, {args.concurrency} in flight", file=log)
+        stats, status, message = stream(source, sender, outputs, in_flight=args.concurrency, every=args.every,
                                         keep_skipped=video is not None,
-                                        reply_timeout_s=args.request_timeout + REPLY_GRACE_S,
+                                        reply_timeout_s=args.timeout + REPLY_GRACE_S,
                                         progress=Progress(log, enabled=not args.quiet), guard=guard)
     finally:
         source.close()
@@ -573,8 +560,8 @@ def run(args: argparse.Namespace, log: TextIO = sys.stderr, guard: InterruptGuar
     if message:
         print(message, file=log)
     print(summary(stats, source.dropped, args, url, outputs), file=log)
-    if status == EXIT_OK and stats.failed:
-        return EXIT_IMAGES_FAILED
+    if status == exit_codes.OK and stats.failed:
+        return exit_codes.SOME_FAILED
     return status
 
 
@@ -587,7 +574,7 @@ def stream(frames: Iterable, sender: Callable[..., Reply], outputs: Callable[[An
     pipeline = Pipeline(sender, outputs, in_flight=in_flight, every=every, keep_skipped=keep_skipped,
                         reply_timeout_s=reply_timeout_s, guard=guard)
     progress = progress or Progress(enabled=False)
-    status, message = EXIT_OK, None
+    status, message = exit_codes.OK, None
     try:
         try:
             for frame in frames:
@@ -595,10 +582,10 @@ def stream(frames: Iterable, sender: Callable[..., Reply], outputs: Callable[[An
                 progress.update(pipeline.stats, pipeline.pending)
             pipeline.finish()
         except SourceError as exc:  # keep what is in flight, then report
-            status, message = EXIT_SOURCE, f"error: {exc}"
+            status, message = exit_codes.SOURCE, f"error: {exc}"
             pipeline.finish()
         except KeyboardInterrupt:
-            status, message = EXIT_INTERRUPTED, "interrupted: output files hold every frame finished"
+            status, message = exit_codes.INTERRUPTED, "interrupted: output files hold every frame finished"
             _close_frames(frames)
             progress.end_line()
             print(f"stopping: waiting for {pipeline.pending} request(s) in flight "
@@ -608,7 +595,7 @@ def stream(frames: Iterable, sender: Callable[..., Reply], outputs: Callable[[An
             except KeyboardInterrupt:
                 pass
     except ServerLost as exc:
-        status, message = EXIT_SERVER, f"error: server lost: {exc}"
+        status, message = exit_codes.SERVER, f"error: server lost: {exc}"
     finally:
         pipeline.close()
         progress.update(pipeline.stats, pipeline.pending, force=True)
@@ -631,7 +618,8 @@ def summary(stats: Stats, dropped: int, args: argparse.Namespace, url: str, outp
         parts.append(f"{dropped} dropped by the live source (server slower than the source)")
     parts.append(f"{stats.failed} failed" + (f" (last: {stats.last_error})" if stats.failed else ""))
     line = (", ".join(parts) + f"; {stats.elapsed_s:.2f} s, {stats.fps:.2f} frames/s, "
-            f"latency p50 {p50:.0f} ms p95 {p95:.0f} ms ({args.protocol} {url}, {args.in_flight} in flight)")
+            f"latency p50 {p50:.0f} ms p95 {p95:.0f} ms "
+            f"({args.protocol} {url}, {args.concurrency} in flight)")
     if outputs is not None and outputs.tracker is not None:
         line += f"; {outputs.tracker.total_ids} track ID(s)"
     if outputs is not None and outputs.video is not None:
