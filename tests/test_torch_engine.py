@@ -128,6 +128,7 @@ def test_the_torch_engine_never_carries_pytorch():
     assert [pin.split("==")[0] for pin in SERVED_PACKAGES[TORCH_ENGINE]] == ["numpy"]
 
 
+@pytest.mark.server
 def test_served_people_equal_the_reference(server, refs):
     """All fixture images in one request over HTTP, then one image per request over gRPC, two in flight."""
     images = [cv2.imencode(".png", r["img_bgr"])[1].tobytes() for r in refs]
@@ -152,6 +153,7 @@ def test_served_people_equal_the_reference(server, refs):
     assert "on cpu, fp32" in server.log_text()
 
 
+@pytest.mark.server
 def test_without_pytorch_in_the_servers_python_the_engine_says_why(repo, tmp_path):
     """The plain launcher runs the system Python, which has no PyTorch: the engine carries numpy for it
     (as a default build does) and fails to load with the reason and the remedy."""
@@ -170,6 +172,7 @@ def test_without_pytorch_in_the_servers_python_the_engine_says_why(repo, tmp_pat
     assert "No module named 'torch'" in said and "never carries PyTorch" in said and "ENGINE=onnx" in said
 
 
+@pytest.mark.server
 def test_a_python_backend_that_corrupts_numpy_2_arrays_is_refused_at_load(repo, tmp_path, monkeypatch):
     """Triton 2.51's Python backend (pybind11 2.10) builds zero-stride arrays under numpy 2: every input
     would repeat its first element. A model running numpy 2 there must refuse to load, naming the fix,
