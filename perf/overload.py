@@ -11,41 +11,25 @@ from __future__ import annotations
 
 import argparse
 import csv
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from perf.closed_loop import closed_loop
 from perf.inputs import SAMPLE_IMAGE
 from rtmo_triton import spec
-from rtmo_triton.client import connect
-from rtmo_triton.client.transport import backoff_s, is_busy, run_requests
+from rtmo_triton.client.transport import is_busy
 from rtmo_triton.serve.local import TritonServer, exit_on_sigterm
 
 FIELDS = ("clients", "multiple", "throughput_per_s", "accepted", "refused", "refused_pct", "p50_ms", "p99_ms")
 
 
-def closed_loop(url: str, image: bytes, clients: int, seconds: float) -> list:
-    """Every outcome of ``clients`` closed-loop clients over ``seconds`` (gRPC, one image per request)."""
-    outcomes, stop = [], time.monotonic() + seconds
-
-    def client_loop() -> None:
-        client, refusals = connect(url, "grpc"), 0
-        while time.monotonic() < stop:
-            [outcome] = run_requests(client, "grpc", spec.ENSEMBLE_NAME, [[image]], retries=0)
-            outcomes.append(outcome)
-            # a refused client comes back after the backoff our client library would wait
-            refusals = refusals + 1 if outcome.error is not None else 0
-            if refusals:
-                time.sleep(backoff_s(refusals - 1))
-        client.close()
-
-    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+def load(url: str, image: bytes, clients: int, seconds: float) -> list:
+    """Every outcome of ``clients`` closed-loop clients over ``seconds``; refused clients back off."""
+    outcomes: list = []
+    with closed_loop(url, [image], clients=clients, record=outcomes.append, back_off_refused=True):
+        time.sleep(seconds)
     return outcomes
 
 
@@ -73,15 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     image = args.image.read_bytes()
     args.out.mkdir(parents=True, exist_ok=True)
     with TritonServer(args.model_repository, log_path=args.out / "tritonserver.log") as server:
-        closed_loop(server.grpc_url, image, 2, 3.0)  # warm-up
-        rates = {c: summarise(closed_loop(server.grpc_url, image, c, args.seconds), c, 0, args.seconds)
+        load(server.grpc_url, image, 2, 3.0)  # warm-up
+        rates = {c: summarise(load(server.grpc_url, image, c, args.seconds), c, 0, args.seconds)
                  ["throughput_per_s"] for c in (1, 2, 4)}
         sustainable = min(c for c, r in rates.items() if r >= 0.95 * max(rates.values()))
         print(f"throughput by concurrency {rates}: sustainable concurrency {sustainable}", flush=True)
         rows = []
         for multiple in (1, 2, 4):
             clients = sustainable * multiple
-            outcomes = closed_loop(server.grpc_url, image, clients, args.seconds)
+            outcomes = load(server.grpc_url, image, clients, args.seconds)
             rows.append(summarise(outcomes, clients, multiple, args.seconds))
             print("  ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)
     with open(args.out / "overload.csv", "w", newline="") as f:

@@ -65,7 +65,7 @@ def bare_engine(repo: Path) -> tuple[OnnxEngine, np.ndarray]:
     return engine, x
 
 
-def closed_loop(engine: OnnxEngine, x: np.ndarray, concurrency: int, seconds: float) -> int:
+def engine_closed_loop(engine: OnnxEngine, x: np.ndarray, concurrency: int, seconds: float) -> int:
     """Inferences completed by ``concurrency`` threads running back to back for ``seconds``."""
     done, stop = [0] * concurrency, time.perf_counter() + seconds
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 served = float(next(csv.DictReader(f))["Inferences/Second"])
             part.unlink()
             t0, own0 = time.perf_counter(), os.times()
-            runs = closed_loop(engine, x, c, args.seconds)
+            runs = engine_closed_loop(engine, x, c, args.seconds)
             own1, bare = os.times(), runs / (time.perf_counter() - t0)
             cpu_s[c][BARE] += own1.user + own1.system - own0.user - own0.system
             images[c, BARE] += runs

@@ -18,9 +18,8 @@ import cv2
 import numpy as np
 
 from perf import processes
+from perf.closed_loop import closed_loop
 from rtmo_triton import spec
-from rtmo_triton.client import connect
-from rtmo_triton.client.transport import run_requests
 from rtmo_triton.serve.local import TritonServer, exit_on_sigterm
 
 SIZES = ((640, 480), (1280, 720), (1920, 1080), (457, 331))
@@ -53,44 +52,31 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     exit_on_sigterm()
     args.out.mkdir(parents=True, exist_ok=True)
-    images, lock, window, stop = jpegs(), threading.Lock(), [], threading.Event()
+    images, lock, window, rows = jpegs(), threading.Lock(), [], []
 
-    with TritonServer(args.model_repository, log_path=args.out / "tritonserver.log") as server:
-        def client_loop(k: int) -> None:
-            client = connect(server.grpc_url, "grpc")
-            i = k
-            while not stop.is_set():
-                [outcome] = run_requests(client, "grpc", spec.ENSEMBLE_NAME, [[images[i % len(images)]]])
-                with lock:
-                    window.append(outcome)
-                i += 1
-            client.close()
+    def record(outcome) -> None:
+        with lock:
+            window.append(outcome)
 
-        threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(args.clients)]
-        for t in threads:
-            t.start()
-        rows, start = [], time.monotonic()
-        with open(args.out / "soak.csv", "w", newline="") as f:  # row by row: a stopped soak keeps its rows
-            writer = csv.DictWriter(f, FIELDS)
-            writer.writeheader()
-            try:
-                while time.monotonic() - start < args.minutes * 60:
-                    time.sleep(args.every_s)
-                    with lock:
-                        done, window[:] = list(window), []
-                    ok = [o.latency_ms for o in done if o.error is None]
-                    rows.append({"minute": round((time.monotonic() - start) / 60, 2), "requests": len(done),
-                                 "failed": len(done) - len(ok),
-                                 "p50_ms": round(float(np.percentile(ok, 50)), 1) if ok else "",
-                                 "p99_ms": round(float(np.percentile(ok, 99)), 1) if ok else "",
-                                 "rss_mib": round(server_rss_mib(server), 1)})
-                    writer.writerow(rows[-1])
-                    f.flush()
-                    print("  ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)
-            finally:
-                stop.set()
-                for t in threads:
-                    t.join()
+    with (TritonServer(args.model_repository, log_path=args.out / "tritonserver.log") as server,
+          closed_loop(server.grpc_url, images, clients=args.clients, record=record),
+          open(args.out / "soak.csv", "w", newline="") as f):  # row by row: a stopped soak keeps its rows
+        writer = csv.DictWriter(f, FIELDS)
+        writer.writeheader()
+        start = time.monotonic()
+        while time.monotonic() - start < args.minutes * 60:
+            time.sleep(args.every_s)
+            with lock:
+                done, window[:] = list(window), []
+            ok = [o.latency_ms for o in done if o.error is None]
+            rows.append({"minute": round((time.monotonic() - start) / 60, 2), "requests": len(done),
+                         "failed": len(done) - len(ok),
+                         "p50_ms": round(float(np.percentile(ok, 50)), 1) if ok else "",
+                         "p99_ms": round(float(np.percentile(ok, 99)), 1) if ok else "",
+                         "rss_mib": round(server_rss_mib(server), 1)})
+            writer.writerow(rows[-1])
+            f.flush()
+            print("  ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)
     if not rows:
         print(f"soak: no row ({args.minutes:g} min is shorter than one --every-s {args.every_s:g} s)")
         return 1
