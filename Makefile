@@ -99,7 +99,7 @@ demo: $(SETUP_STAMP)  ## build the default model, serve it, run the client on sa
 
 eval: $(EVAL_STAMP)  ## keypoint AP through a running server: ANN=annotations.json IMAGES=dir [URL= PROTOCOL=]
 	$(if $(and $(ANN),$(IMAGES)),,$(error make eval needs ANN=<COCO keypoint json> IMAGES=<image folder>))
-	$(PY) clients/rtmo_eval.py --ann $(ANN) --images $(IMAGES) \
+	$(VENV)/bin/rtmo-eval --ann $(ANN) --images $(IMAGES) \
 		--out $(OUT)/eval/$(basename $(notdir $(ANN))).results.json \
 		$(if $(URL),--url $(URL)) $(if $(PROTOCOL),--protocol $(PROTOCOL))
 

@@ -11,13 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rtmo_triton.build import repository as build  # noqa: E402
-from rtmo_triton.client.cli import main as client_main  # noqa: E402
-from rtmo_triton.serve.local import TritonServer, exit_on_sigterm  # noqa: E402
-from rtmo_triton.spec import ENSEMBLE_NAME  # noqa: E402
+from rtmo_triton.build import repository as build
+from rtmo_triton.client.cli import main as client_main
+from rtmo_triton.serve.local import TritonServer, exit_on_sigterm
+from rtmo_triton.spec import ENSEMBLE_NAME
 
 
 def main(argv: list[str] | None = None) -> int:

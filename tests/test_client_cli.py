@@ -15,7 +15,7 @@ from rtmo_triton.serve.local import free_port
 from .client_fakes import FakeResult
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "clients" / "rtmo_client.py"
+SCRIPT = Path(sys.executable).parent / "rtmo-client"  # the console script, as users run it
 
 
 class DecodingClient:
@@ -159,12 +159,12 @@ def test_unreachable_server_exits_3_with_a_clear_message(folder, capsys, protoco
 
 
 def test_script_runs_from_a_checkout(tmp_path):
-    help_text = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True,
+    help_text = subprocess.run([SCRIPT, "--help"], capture_output=True, text=True,
                                cwd=tmp_path, check=True).stdout
     for option in ("--url", "--protocol", "--model", "--out-dir", "--json", "--overlay", "--kpt-thr",
                    "--batch-size", "--concurrency"):
         assert option in help_text
-    bad = subprocess.run([sys.executable, SCRIPT, "--overlay", str(tmp_path)], capture_output=True,
+    bad = subprocess.run([SCRIPT, "--overlay", str(tmp_path)], capture_output=True,
                          text=True, cwd=tmp_path)
     assert bad.returncode == 2 and "--overlay needs --out-dir" in bad.stderr
 

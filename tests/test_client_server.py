@@ -155,9 +155,9 @@ def test_cli_end_to_end(server, protocol, tmp_path):
     (tmp_path / "in" / "a.png").write_bytes(png(120, 64, 48))
     white = cv2.imencode(".jpg", np.full((20, 30, 3), 255, np.uint8))[1]
     (tmp_path / "in" / "sub" / "a.jpg").write_bytes(white.tobytes())
-    script = Path(__file__).resolve().parents[1] / "clients" / "rtmo_client.py"
+    script = Path(sys.executable).parent / "rtmo-client"  # the console script, as users run it
     run = subprocess.run(
-        [sys.executable, str(script), "--url", server[protocol], "--protocol", protocol, str(tmp_path / "in"),
+        [str(script), "--url", server[protocol], "--protocol", protocol, str(tmp_path / "in"),
          "--out-dir", str(tmp_path / "out"), "--overlay", "--concurrency", "2"],
         capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr + run.stdout

@@ -2,7 +2,7 @@
 
 The tracker is measured on synthetic sequences with known identities
 (crossing, occlusion, a crowd, leaving and re-entering) with motmetrics'
-IDF1 and ID switches. The end-to-end tests run ``clients/rtmo_video.py`` as a
+IDF1 and ID switches. The end-to-end tests run ``rtmo-video`` as a
 user would, on small generated videos, and check every frame's people
 against the server's answer for the same frame sent on its own.
 """
@@ -35,7 +35,7 @@ from .golden import IMAGES
 from .served import build_fixture_repository, require_server, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / "clients" / "rtmo_video.py"
+TOOL = Path(sys.executable).parent / "rtmo-video"  # the console script, as users run it
 FPS = 25.0
 SIZE = (320, 240)
 JPEG_QUALITY = 90
@@ -328,7 +328,7 @@ def _over_grpc(server) -> tuple[str, ...]:
 
 
 def _run_tool(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([str(TOOL), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -410,7 +410,7 @@ def test_folder_over_http_every_other_frame_untracked(server, tmp_path):
 def test_ctrl_c_stops_cleanly_leaving_valid_files(server, tmp_path):
     video = _write_video(tmp_path / "long.mp4", 60)
     out, jsonl = tmp_path / "annotated.mp4", tmp_path / "people.jsonl"
-    command = [sys.executable, str(TOOL), str(video), *_over_grpc(server), "--concurrency", "2",
+    command = [str(TOOL), str(video), *_over_grpc(server), "--concurrency", "2",
                "--out", str(out), "--jsonl", str(jsonl)]
     # as at a terminal: a test run started in the background inherits SIGINT ignored, which the tool keeps
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
