@@ -42,7 +42,7 @@ BUILD_FLAGS = --model-repository $(MODEL_REPOSITORY) $(if $(ENGINE),--engine $(E
 	$(if $(ENGINE_THREADS),--engine-threads $(ENGINE_THREADS)) $(if $(MAX_QUEUE),--max-queue $(MAX_QUEUE)) \
 	$(if $(TUNED),--tuned $(TUNED)) $(if $(PYTHONS),--pythons "$(PYTHONS)")
 
-.PHONY: help setup setup-dev build-engines serve test lint demo eval soak overload clean
+.PHONY: help setup setup-dev build-engines serve test test-fast lint demo eval soak overload clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -90,6 +90,9 @@ lint: $(DEV_STAMP)  ## ruff
 
 test: $(DEV_STAMP) lint  ## ruff, then every test (a real tritonserver included), CPU only
 	$(PY) -m pytest -q -ra
+
+test-fast: $(DEV_STAMP)  ## the tests that need no tritonserver (not marked server)
+	$(PY) -m pytest -q -ra -m "not server"
 
 demo: $(SETUP_STAMP)  ## build the default model, serve it, run the client on samples/, stop
 	$(PY) clients/demo.py --model-repository $(MODEL_REPOSITORY) --out-dir $(OUT)/demo samples
