@@ -36,8 +36,10 @@ from rtmo_triton import spec
 from rtmo_triton.client.people import parse_outputs
 from rtmo_triton.client.tracking import PoseTracker
 from rtmo_triton.client.transport import PROTOCOLS, check_ready, connect, run_requests
-from rtmo_triton.client.video import DEFAULT_JPEG_QUALITY, FrameSender, Outputs, stream
 from rtmo_triton.client.video_io import FrameSource
+from rtmo_triton.client.video_outputs import Outputs
+from rtmo_triton.client.video_pipeline import stream
+from rtmo_triton.client.video_sender import DEFAULT_JPEG_QUALITY, FrameSender
 from rtmo_triton.served.image_io import decode_bgr
 
 SIZES = ((1280, 720), (1920, 1080))

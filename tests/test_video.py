@@ -27,7 +27,9 @@ import pytest
 from rtmo_triton import spec
 from rtmo_triton.client import infer
 from rtmo_triton.client.tracking import PoseTracker
-from rtmo_triton.client.video import InOrder, Pipeline, Reply, ServerLost, frame_record
+from rtmo_triton.client.video_outputs import frame_record
+from rtmo_triton.client.video_pipeline import InOrder, Pipeline, ServerLost
+from rtmo_triton.client.video_sender import Reply
 from rtmo_triton.people import People
 from rtmo_triton.serve.local import free_port
 
@@ -530,12 +532,12 @@ def test_a_busy_server_fails_the_frame_alone_over_either_protocol(monkeypatch, e
     """Busy is not lost: only a server that cannot be reached ends the run (exit 3)."""
     from tritonclient.utils import InferenceServerException
 
-    from rtmo_triton.client import video
+    from rtmo_triton.client import video_sender
     from rtmo_triton.client.transport import Outcome
 
     exc = InferenceServerException(error[0], status=error[1])
-    monkeypatch.setattr(video, "run_requests", lambda *a, **k: [Outcome(None, exc, 1.0)])
-    sender = video.FrameSender("127.0.0.1:1", "http")
+    monkeypatch.setattr(video_sender, "run_requests", lambda *a, **k: [Outcome(None, exc, 1.0)])
+    sender = video_sender.FrameSender("127.0.0.1:1", "http")
     try:
         reply = sender(None, data=b"jpeg")
     finally:
@@ -544,7 +546,8 @@ def test_a_busy_server_fails_the_frame_alone_over_either_protocol(monkeypatch, e
 
 
 def test_a_stream_of_any_length_keeps_a_bounded_latency_record():
-    from rtmo_triton.client.video import LATENCY_KEPT, LATENCY_WINDOW, Stats
+    from rtmo_triton.client.video_outputs import LATENCY_WINDOW
+    from rtmo_triton.client.video_pipeline import LATENCY_KEPT, Stats
 
     stats = Stats()
     stats.latencies_ms.extend(range(LATENCY_KEPT + 1000))  # one per frame, as replies come back
