@@ -6,9 +6,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from rtmo_triton import spec
 from rtmo_triton.client import connect
-from rtmo_triton.client.transport import Outcome, backoff_s, run_requests
+from rtmo_triton.client.transport import Outcome, backoff_s
 
 
 @contextmanager
@@ -22,11 +21,11 @@ def closed_loop(url: str, images: Sequence[bytes], *, clients: int, record: Call
     stop = threading.Event()
 
     def client_loop(k: int) -> None:
-        client, refusals, i = connect(url, "grpc"), 0, k
+        client = connect(url, "grpc", **({"retries": 0} if back_off_refused else {}))
+        refusals, i = 0, k
         try:
             while not stop.is_set():
-                [outcome] = run_requests(client, "grpc", spec.ENSEMBLE_NAME, [[images[i % len(images)]]],
-                                         **({"retries": 0} if back_off_refused else {}))
+                [outcome] = client.infer([[images[i % len(images)]]])
                 record(outcome)
                 i += 1
                 refusals = refusals + 1 if back_off_refused and outcome.error is not None else 0

@@ -35,7 +35,7 @@ from perf.tables import markdown_table
 from rtmo_triton import spec
 from rtmo_triton.client.people import parse_outputs
 from rtmo_triton.client.tracking import PoseTracker
-from rtmo_triton.client.transport import PROTOCOLS, check_ready, connect, run_requests
+from rtmo_triton.client.transport import PROTOCOLS, connect
 from rtmo_triton.client.video_io import FrameSource
 from rtmo_triton.client.video_outputs import Outputs
 from rtmo_triton.client.video_pipeline import stream
@@ -85,7 +85,7 @@ def naive(video: Path, url: str, protocol: str, quality: int) -> dict[str, float
                 break
             t0 = time.perf_counter()
             jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
-            [outcome] = run_requests(client, protocol, spec.ENSEMBLE_NAME, [[jpeg]])
+            [outcome] = client.infer([[jpeg]])
             if outcome.error is not None:
                 raise RuntimeError(f"request failed: {outcome.error}")
             tracker.update(parse_outputs(outcome.outputs)[0])
@@ -152,7 +152,7 @@ def measure(url: str, protocol: str, *, frames: int, in_flights: Sequence[int], 
     a burst of other work on the machine falls on all of them rather than on one."""
     client = connect(url, protocol)
     try:
-        check_ready(client, protocol, wait_s=60)
+        client.ready(wait_s=60)
     finally:
         client.close()
     meter = CpuMeter(server_pid)

@@ -55,8 +55,8 @@ class DecodingClient:
 @pytest.fixture
 def fake_server(monkeypatch):
     client = DecodingClient()
-    monkeypatch.setattr(transport, "make_request", lambda protocol, images: (images, None))
-    monkeypatch.setattr(cli, "connect", lambda *a, **k: client)
+    monkeypatch.setattr(transport, "make_request", lambda module, images: (images, None))
+    monkeypatch.setattr(cli, "connect", lambda *a, **k: transport.Client(client, "http"))
     return client
 
 

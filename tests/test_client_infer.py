@@ -8,9 +8,9 @@ from tritonclient.utils import InferenceServerException, deserialize_bytes_tenso
 
 from rtmo_triton import spec
 from rtmo_triton.client import (
+    Client,
     ModelNotReady,
     ServerUnavailable,
-    check_ready,
     infer_images,
     make_request,
     normalize_url,
@@ -23,7 +23,7 @@ from .client_fakes import FakeResult, batched_outputs
 BAD = b"undecodable"
 
 
-class FakeClient:
+class FakeTriton:
     """Answers like the ensemble: an image holds one person per ``p`` byte; BAD fails its whole request."""
 
     def __init__(self, protocol="grpc", delay=0.0, max_batch=8, error=None):
@@ -62,9 +62,14 @@ class FakeClient:
         return {"config": config} if self.protocol == "grpc" else config
 
 
+def fake(protocol="grpc", triton=None, **kwargs) -> Client:
+    """Our client over a fake tritonclient; the fake is ``client.raw``."""
+    return Client(triton or FakeTriton(protocol, **kwargs), protocol)
+
+
 @pytest.fixture(autouse=True)
 def images_as_inputs(monkeypatch):
-    monkeypatch.setattr(transport, "make_request", lambda protocol, images: (images, None))
+    monkeypatch.setattr(transport, "make_request", lambda module, images: (images, None))
 
 
 def counts(people):
@@ -73,42 +78,42 @@ def counts(people):
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_images_are_split_into_requests_of_the_model_max_batch(protocol):
-    client = FakeClient(protocol, max_batch=3)
+    client = fake(protocol, max_batch=3)
     images = [b"p" * (i % 4) or b"\x00" for i in range(8)]
-    people = infer_images(client, images, protocol)
-    assert [len(r) for r in client.requests] == [3, 3, 2]
+    people = infer_images(client, images)
+    assert [len(r) for r in client.raw.requests] == [3, 3, 2]
     assert counts(people) == [img.count(b"p") for img in images]
     assert [p.batch for p in people] == [3] * 6 + [2] * 2
 
 
 def test_explicit_batch_size_wins():
-    client = FakeClient(max_batch=8)
-    infer_images(client, [b"p"] * 5, "grpc", batch_size=2)
-    assert [len(r) for r in client.requests] == [2, 2, 1]
+    client = fake(max_batch=8)
+    infer_images(client, [b"p"] * 5, batch_size=2)
+    assert [len(r) for r in client.raw.requests] == [2, 2, 1]
 
 
 def test_a_bad_image_fails_alone_and_the_others_keep_their_people():
-    client = FakeClient()
-    people = infer_images(client, [b"pp", BAD, b"p", b"ppp", b"p"], "grpc", batch_size=2)
+    client = fake()
+    people = infer_images(client, [b"pp", BAD, b"p", b"ppp", b"p"], batch_size=2)
     assert counts(people)[0] == 2 and counts(people)[2:] == [1, 3, 1]
     assert not people[1].ok and "unable to decode image" in people[1].error
     # the failed pair was retried one image per request; the good requests were not repeated
-    assert [len(r) for r in client.requests] == [2, 2, 1, 1, 1]
+    assert [len(r) for r in client.raw.requests] == [2, 2, 1, 1, 1]
 
 
 def test_empty_image_data_is_not_sent():
-    client = FakeClient()
-    people = infer_images(client, [b"p", b""], "grpc")
+    client = fake()
+    people = infer_images(client, [b"p", b""])
     assert counts(people)[0] == 1 and "empty" in people[1].error
-    assert client.requests == [[b"p"]]
+    assert client.raw.requests == [[b"p"]]
 
 
 def test_transport_errors_are_not_retried_image_by_image():
     """A refused connection is retried as it was sent (a replica may be restarting), never split up."""
-    client = FakeClient(error=ConnectionRefusedError(111, "Connection refused"))
-    people = infer_images(client, [b"p"] * 5, "http", batch_size=4)
+    client = fake("http", error=ConnectionRefusedError(111, "Connection refused"))
+    people = infer_images(client, [b"p"] * 5, batch_size=4)
     assert all("Connection refused" in p.error for p in people)
-    assert sorted(map(len, client.requests)) == [1] * (DEFAULT_RETRIES + 1) + [4] * (DEFAULT_RETRIES + 1)
+    assert sorted(map(len, client.raw.requests)) == [1] * (DEFAULT_RETRIES + 1) + [4] * (DEFAULT_RETRIES + 1)
 
 
 def test_only_busy_or_unavailable_answers_are_retried_with_capped_backoff():
@@ -125,58 +130,58 @@ def test_only_busy_or_unavailable_answers_are_retried_with_capped_backoff():
 
 
 def test_contract_violation_is_reported_per_request():
-    client = FakeClient()
-    client.infer = lambda *a, **k: FakeResult({})
-    people = infer_images(client, [b"p", b"pp"], "grpc", batch_size=8)
+    client = fake()
+    client.raw.infer = lambda *a, **k: FakeResult({})
+    people = infer_images(client, [b"p", b"pp"], batch_size=8)
     assert all(not p.ok and "lacks output" in p.error for p in people)
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_concurrency_bounds_requests_in_flight_and_keeps_order(protocol):
-    client = FakeClient(protocol, delay=0.05)
+    client = fake(protocol, delay=0.05)
     images = [b"p" * (i % 5) or b"\x00" for i in range(12)]
-    people = infer_images(client, images, protocol, batch_size=1, concurrency=3)
-    assert client.most_in_flight == 3
+    people = infer_images(client, images, batch_size=1, concurrency=3)
+    assert client.raw.most_in_flight == 3
     assert counts(people) == [img.count(b"p") for img in images]
     assert all(p.latency_ms >= 50 for p in people), "a latency must include the request's own wait"
 
 
 def test_sequential_by_default():
-    client = FakeClient(delay=0.01)
-    infer_images(client, [b"p"] * 4, "grpc", batch_size=1)
-    assert client.most_in_flight == 1
+    client = fake(delay=0.01)
+    infer_images(client, [b"p"] * 4, batch_size=1)
+    assert client.raw.most_in_flight == 1
 
 
 def test_bad_batch_size():
     with pytest.raises(ValueError, match="batch_size"):
-        infer_images(FakeClient(), [b"p"], "grpc", batch_size=0)
+        infer_images(fake(), [b"p"], batch_size=0)
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_check_ready_reads_max_batch_size(protocol):
-    assert check_ready(FakeClient(protocol, max_batch=16), protocol).max_batch_size == 16
+    assert fake(protocol, max_batch=16).ready().max_batch_size == 16
 
 
 def test_check_ready_names_the_problem():
-    class Down(FakeClient):
+    class Down(FakeTriton):
         def is_server_live(self):
             raise ConnectionRefusedError(111, "Connection refused")
 
     with pytest.raises(ServerUnavailable, match="cannot reach.*Connection refused"):
-        check_ready(Down(), "http")
+        fake("http", triton=Down()).ready()
 
-    class Loading(FakeClient):
+    class Loading(FakeTriton):
         def get_model_repository_index(self, **kwargs):
             return [{"name": "other", "state": "READY"}, {"name": "rtmo", "state": "LOADING"}]
 
     with pytest.raises(ModelNotReady, match="'nope' is not ready; ready models: other"):
-        check_ready(Loading(), "http", "nope")
+        fake("http", triton=Loading()).ready("nope")
     with pytest.raises(ServerUnavailable):
-        infer_images(Down(), [b"p"], "http")  # no batch size: readiness is checked first
+        infer_images(fake("http", triton=Down()), [b"p"])  # no batch size: readiness is checked first
 
 
 def test_check_ready_waits_for_a_starting_server():
-    class Starting(FakeClient):
+    class Starting(FakeTriton):
         calls = 0
 
         def is_server_live(self):
@@ -185,20 +190,20 @@ def test_check_ready_waits_for_a_starting_server():
                 raise ConnectionRefusedError(111, "Connection refused")
             return True
 
-    assert check_ready(Starting(), "grpc", wait_s=5).max_batch_size == 8
+    assert fake(triton=Starting()).ready(wait_s=5).max_batch_size == 8
 
 
 def test_a_model_without_batch_dimension_is_refused_clearly():
     """The contract's IMAGE is [B, 1]: a model without a batch dimension is not the rtmo ensemble."""
     with pytest.raises(ModelNotReady, match="no batch dimension"):
-        infer_images(FakeClient(max_batch=0), [b"pp", b"p"], "grpc")
+        infer_images(fake(max_batch=0), [b"pp", b"p"])
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_request_tensor_is_bytes_b_by_1_and_keeps_every_byte(monkeypatch, protocol):
     monkeypatch.undo()  # the real make_request
     images = [b"\x89PNG\x00\x00", b"\xff\xd8jpeg\x00"]
-    (tensor,), outputs = make_request(protocol, images)
+    (tensor,), outputs = make_request(transport.client_module(protocol), images)
     assert tensor.name() == spec.ENSEMBLE_INPUT and tensor.datatype() == "BYTES"
     assert tensor.shape() == [2, 1]
     assert [o.name() for o in outputs] == list(spec.ENSEMBLE_OUTPUTS)
@@ -236,13 +241,13 @@ def test_unknown_protocol():
 
 
 def test_results_are_numpy(monkeypatch):
-    (p,) = infer_images(FakeClient(), [b"pp"], "grpc")
+    (p,) = infer_images(fake(), [b"pp"])
     assert isinstance(p.boxes, np.ndarray) and p.boxes.shape == (2, 4)
 
 
 def test_no_images_no_requests():
-    client = FakeClient()
-    assert infer_images(client, [], "grpc", batch_size=4) == [] and client.requests == []
+    client = fake()
+    assert infer_images(client, [], batch_size=4) == [] and client.raw.requests == []
 
 
 def test_grpc_status_calls_give_up_at_the_timeout_on_a_host_that_never_answers():
@@ -251,7 +256,7 @@ def test_grpc_status_calls_give_up_at_the_timeout_on_a_host_that_never_answers()
     import threading
 
     from rtmo_triton.client import connect
-    from rtmo_triton.client.transport import ServerUnavailable, check_ready
+    from rtmo_triton.client.transport import ServerUnavailable
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -261,7 +266,7 @@ def test_grpc_status_calls_give_up_at_the_timeout_on_a_host_that_never_answers()
     client = connect(f"127.0.0.1:{listener.getsockname()[1]}", "grpc", timeout_s=0.5)
     try:
         with pytest.raises(ServerUnavailable, match="DEADLINE_EXCEEDED|Deadline Exceeded"):
-            check_ready(client, "grpc")
+            client.ready()
     finally:
         client.close()
         listener.close()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from rtmo_triton import spec
-from rtmo_triton.client import ModelNotReady, check_ready, connect, infer, infer_images
+from rtmo_triton.client import ModelNotReady, connect, infer, infer_images
 from rtmo_triton.serve.local import TritonServer
 from rtmo_triton.serve.tritonserver import command
 
@@ -117,7 +117,7 @@ IMAGES = [(fill, 40 + 7 * i, 30 + 5 * i) for i, fill in enumerate(FILLS)]
 def test_many_images_in_batches(server, protocol, concurrency):
     client = connect(server[protocol], protocol, concurrency=concurrency)
     try:
-        people = infer_images(client, [png(*i) for i in IMAGES], protocol, concurrency=concurrency)
+        people = infer_images(client, [png(*i) for i in IMAGES], concurrency=concurrency)
     finally:
         client.close()
     assert [p.batch for p in people] == [8] * 8 + [2] * 2  # max_batch_size read from the config
@@ -142,9 +142,9 @@ def test_an_undecodable_image_fails_alone(server, protocol):
 def test_readiness(server, protocol):
     client = connect(server[protocol], protocol)
     try:
-        assert check_ready(client, protocol).max_batch_size == 8
+        assert client.ready().max_batch_size == 8
         with pytest.raises(ModelNotReady, match=f"ready models: {spec.ENSEMBLE_NAME}"):
-            check_ready(client, protocol, "no_such_model")
+            client.ready("no_such_model")
     finally:
         client.close()
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from rtmo_triton import spec
-from rtmo_triton.client import People, connect, exit_codes, model_config
+from rtmo_triton.client import People, connect, exit_codes
 from rtmo_triton.client.evaluate import (
     BENCHMARKS,
     EvalError,
@@ -196,7 +196,7 @@ def test_a_rerun_sends_only_the_images_not_yet_done(server, tmp_path, capsys):
     annotation = load_annotation(COCO_ANNOTATIONS)
     client = connect(server.grpc_url, "grpc")
     try:
-        parameters = served_parameters(model_config(client, "grpc"))
+        parameters = served_parameters(client.config())
     finally:
         client.close()
     out = tmp_path / "results.json"

@@ -20,7 +20,7 @@ import pytest
 
 from rtmo_triton import spec
 from rtmo_triton.client import connect, infer
-from rtmo_triton.client.transport import is_busy, run_requests
+from rtmo_triton.client.transport import is_busy
 from rtmo_triton.serve.guard import Guard, stub_processes
 from rtmo_triton.serve.local import free_port
 from rtmo_triton.served.image_io import ImageError
@@ -189,7 +189,7 @@ def test_a_killed_stub_of_each_model_is_replaced_while_traffic_flows(guarded, im
     def load():  # a steady stream through the client's retries, as a user would send it
         client = connect(url, "grpc")
         while not stop.is_set():
-            results.extend(run_requests(client, "grpc", spec.ENSEMBLE_NAME, [[images[len(results) % 4]]]))
+            results.extend(client.infer([[images[len(results) % 4]]]))
         client.close()
 
     thread = threading.Thread(target=load)
@@ -211,8 +211,7 @@ def test_a_killed_stub_of_each_model_is_replaced_while_traffic_flows(guarded, im
                   f"{body['stale_stubs']} stale stub(s) of replaced copies")
             # every instance serves again: a burst without retries finds no dead one
             client = connect(url, "grpc")
-            burst = run_requests(client, "grpc", spec.ENSEMBLE_NAME, [[i] for i in images * 2], concurrency=8,
-                                 retries=0)
+            burst = client.infer([[i] for i in images * 2], concurrency=8, retries=0)
             client.close()
             assert all(o.error is None for o in burst), [str(o.error) for o in burst if o.error][:2]
         # the replaced copies' stubs that Triton leaves running are stopped after the grace, under traffic
@@ -256,10 +255,10 @@ def test_overload_is_refused_early_as_busy_and_retried_by_the_client(tmp_path, i
         client = connect(server.grpc_url, "grpc")
         try:
             burst = [[images[i % 4]] for i in range(12)]
-            refused = run_requests(client, "grpc", spec.ENSEMBLE_NAME, burst, concurrency=12, retries=0)
+            refused = client.infer(burst, concurrency=12, retries=0)
             # Twelve clients contend for one slot, so the last one through waits for the whole burst:
             # give the retries a budget (up to ~50 s at the 2 s cap) far beyond it on any machine.
-            retried = run_requests(client, "grpc", spec.ENSEMBLE_NAME, burst, concurrency=12, retries=30)
+            retried = client.infer(burst, concurrency=12, retries=30)
         finally:
             client.close()
         busy = [o for o in refused if o.error is not None]

@@ -15,7 +15,6 @@ import pytest
 
 from rtmo_triton import spec
 from rtmo_triton.client import connect, infer, parse_outputs
-from rtmo_triton.client.transport import run_requests
 
 from .golden import OUTPUT_FILES, assert_people_match, load_output
 from .served import build_fixture_repository, get_json, require_server, start_server
@@ -63,7 +62,7 @@ def check(people, refs, paths=OUTPUT_FILES) -> None:
 def test_served_people_equal_the_reference_one_image_per_request(server, refs, images, protocol):
     client = connect(server.url(protocol), protocol, concurrency=2)
     try:
-        outcomes = run_requests(client, protocol, spec.ENSEMBLE_NAME, [[i] for i in images], concurrency=2)
+        outcomes = client.infer([[i] for i in images], concurrency=2)
     finally:
         client.close()
     people = []
@@ -77,7 +76,7 @@ def test_served_people_equal_the_reference_one_image_per_request(server, refs, i
 def test_multi_image_request_pads_past_each_images_people(server, refs, images, protocol):
     client = connect(server.url(protocol), protocol)
     try:
-        [outcome] = run_requests(client, protocol, spec.ENSEMBLE_NAME, [images])  # all 8 in one request
+        [outcome] = client.infer([images])  # all 8 in one request
     finally:
         client.close()
     assert outcome.error is None, outcome.error
@@ -110,8 +109,7 @@ def test_concurrent_requests_are_batched(server, images, protocol):
     before = model_stats(server, spec.ENGINE_NAME)
     client = connect(server.url(protocol), protocol, concurrency=8)
     try:
-        outcomes = run_requests(client, protocol, spec.ENSEMBLE_NAME, [[images[i % 8]] for i in range(24)],
-                                concurrency=8)
+        outcomes = client.infer([[images[i % 8]] for i in range(24)], concurrency=8)
     finally:
         client.close()
     assert all(o.error is None for o in outcomes)
@@ -163,8 +161,7 @@ def test_bad_images_fail_alone(server, refs, images, protocol):
     before = model_stats(server, spec.PREPROCESS_NAME)
     client = connect(server.url(protocol), protocol, concurrency=len(requests))
     try:
-        outcomes = run_requests(client, protocol, spec.ENSEMBLE_NAME, requests, concurrency=len(requests),
-                                retries=0)
+        outcomes = client.infer(requests, concurrency=len(requests), retries=0)
     finally:
         client.close()
     after = model_stats(server, spec.PREPROCESS_NAME)

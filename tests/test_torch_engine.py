@@ -22,7 +22,6 @@ from rtmo_triton.build import repository as build
 from rtmo_triton.build.export import export_torch
 from rtmo_triton.build.packages import SERVED_PACKAGES, TORCH_ENGINE, install_python_model
 from rtmo_triton.client import connect, parse_outputs
-from rtmo_triton.client.transport import run_requests
 from rtmo_triton.model import load_checkpoint
 from rtmo_triton.model.deploy import DeployRTMO, load_deploy
 from rtmo_triton.model.fuse import fold_batchnorm
@@ -134,13 +133,13 @@ def test_served_people_equal_the_reference(server, refs):
     images = [cv2.imencode(".png", r["img_bgr"])[1].tobytes() for r in refs]
     http = connect(server.http_url, "http")
     try:
-        [outcome] = run_requests(http, "http", spec.ENSEMBLE_NAME, [images])
+        [outcome] = http.infer([images])
     finally:
         http.close()
     assert outcome.error is None, outcome.error
     grpc = connect(server.grpc_url, "grpc")
     try:
-        singles = run_requests(grpc, "grpc", spec.ENSEMBLE_NAME, [[i] for i in images], concurrency=2)
+        singles = grpc.infer([[i] for i in images], concurrency=2)
     finally:
         grpc.close()
     people = parse_outputs(outcome.outputs)

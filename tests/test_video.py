@@ -533,10 +533,10 @@ def test_a_busy_server_fails_the_frame_alone_over_either_protocol(monkeypatch, e
     from tritonclient.utils import InferenceServerException
 
     from rtmo_triton.client import video_sender
-    from rtmo_triton.client.transport import Outcome
+    from rtmo_triton.client.transport import Client, Outcome
 
     exc = InferenceServerException(error[0], status=error[1])
-    monkeypatch.setattr(video_sender, "run_requests", lambda *a, **k: [Outcome(None, exc, 1.0)])
+    monkeypatch.setattr(Client, "infer", lambda *a, **k: [Outcome(None, exc, 1.0)])
     sender = video_sender.FrameSender("127.0.0.1:1", "http")
     try:
         reply = sender(None, data=b"jpeg")

@@ -178,7 +178,7 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list
     """Build, start, warm up, then one load level per concurrency, a lone request's latency per image
     size of ``lone`` (size → JPEGs), and a max-batch phase."""
     from rtmo_triton.build.configs import load_scheduling
-    from rtmo_triton.client.transport import connect, run_requests
+    from rtmo_triton.client.transport import connect
 
     repo = work / "repo"
     t0 = time.perf_counter()
@@ -199,13 +199,13 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list
         result["engine"] = sorted({ln.split(said, 1)[1].rstrip('"') for ln in server.log_text().splitlines()
                                    if said in ln})
         log(f"[served] ready in {result['start_s']} s: {result['engine']}")
-        client = connect(server.grpc_url, "grpc")
+        client = connect(server.grpc_url, "grpc")  # refusals are measured, not hidden
         try:
             def batch(n: int) -> list[bytes]:
                 return [images[i % len(images)] for i in range(n)]
 
             for n in range(1, max_batch + 1):  # every batch size once through the ensemble
-                [warm] = run_requests(client, "grpc", spec.ENSEMBLE_NAME, [batch(n)], retries=0)
+                [warm] = client.infer([batch(n)])
                 if warm.error is not None:  # nothing to measure: say why at once
                     raise ServedError(f"a request of {n} image(s) failed: {warm.error}")
             rate = None
@@ -215,8 +215,7 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list
                 before = read_metrics(server.metrics_url)
                 host0, own0 = host_cpu_jiffies(), os.times()
                 start = time.perf_counter()
-                outcomes = run_requests(client, "grpc", spec.ENSEMBLE_NAME, requests, concurrency=c,
-                                        retries=0)
+                outcomes = client.infer(requests, concurrency=c)
                 wall = time.perf_counter() - start
                 host1, own1 = host_cpu_jiffies(), os.times()
                 stats = model_stats(before, read_metrics(server.metrics_url))
@@ -233,14 +232,13 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list
                     f"engine batch {stats.get(spec.ENGINE_NAME, {}).get('mean_batch')}, {n - ok} errors")
             result["lone_request_ms"] = {}
             for size, jpegs in (lone or {}).items():  # one request in flight: the latency a user sees alone
-                outcomes = run_requests(client, "grpc", spec.ENSEMBLE_NAME, [[j] for j in jpegs * 4],
-                                        concurrency=1, retries=0)
+                outcomes = client.infer([[j] for j in jpegs * 4])
                 result["lone_request_ms"][size] = _latency(outcomes)
                 log(f"[served] {preprocess} preprocess, lone {size} request: p50 "
                     f"{result['lone_request_ms'][size]['p50']:.1f} ms")
             # the largest request, from as many clients as there are instances of a model: shm peaks
             full = [batch(max_batch)] * 8
-            outcomes = run_requests(client, "grpc", spec.ENSEMBLE_NAME, full, concurrency=4, retries=0)
+            outcomes = client.infer(full, concurrency=4)
             result["max_batch_phase"] = {"requests": len(full), "ok": sum(o.error is None for o in outcomes),
                                          "latency_ms": _latency(outcomes)}
         finally:

@@ -16,19 +16,18 @@ from .records import keypoint_names, people_record
 from .transport import (
     DEFAULT_PORTS,
     PROTOCOLS,
+    Client,
     ModelInfo,
     ModelNotReady,
     ServerUnavailable,
-    check_ready,
     connect,
     make_request,
-    model_config,
     normalize_url,
 )
 
 __all__ = [
     "DEFAULT_KPT_THR", "DEFAULT_PORTS", "IMAGE_EXTENSIONS", "PROTOCOLS",
     "ImageFile", "ModelInfo", "ModelNotReady", "People", "ServerUnavailable",
-    "check_ready", "connect", "draw_overlay", "find_images", "infer", "infer_images",
-    "keypoint_names", "make_request", "model_config", "normalize_url", "parse_outputs", "people_record",
+    "Client", "connect", "draw_overlay", "find_images", "infer", "infer_images",
+    "keypoint_names", "make_request", "normalize_url", "parse_outputs", "people_record",
 ]

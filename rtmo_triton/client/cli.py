@@ -27,7 +27,6 @@ from .records import people_record
 from .transport import (
     ModelNotReady,
     ServerUnavailable,
-    check_ready,
     connect,
     normalize_url,
 )
@@ -87,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, files: list[ImageFile], client: Any, url: str, log: TextIO) -> int:
     try:
-        info = check_ready(client, args.protocol, args.model, wait_s=args.wait)
+        info = client.ready(args.model, wait_s=args.wait)
     except (ServerUnavailable, ModelNotReady) as exc:
         print(f"error: {url}: {exc}", file=sys.stderr)
         return exit_codes.SERVER
@@ -106,8 +105,8 @@ def _run(args: argparse.Namespace, files: list[ImageFile], client: Any, url: str
     for k in range(0, len(files), chunk):
         group = files[k:k + chunk]
         data, read_errors = _read_all(group)
-        results = infer_images(client, data, args.protocol, model_name=args.model, batch_size=batch,
-                               concurrency=args.concurrency, timeout_s=args.timeout)
+        results = infer_images(client, data, model_name=args.model, batch_size=batch,
+                               concurrency=args.concurrency)
         for file, image_bytes, read_error, people in zip(group, data, read_errors, results, strict=True):
             if read_error:
                 people = People.failure(read_error)

@@ -36,11 +36,10 @@ from .infer import infer_images
 from .people import People
 from .records import COORD_DECIMALS
 from .transport import (
+    Client,
     ModelNotReady,
     ServerUnavailable,
-    check_ready,
     connect,
-    model_config,
     normalize_url,
     served_parameters,
 )
@@ -202,16 +201,16 @@ class Progress:
             f.write(json.dumps({"image_id": image_id, "results": results}) + "\n")
 
 
-def run(annotation: Annotation, images_dir: Path, out: Path, *, client: Any, protocol: str,
-        model: str = spec.ENSEMBLE_NAME, concurrency: int = 1, timeout_s: float | None = None,
-        wait_s: float = 0.0, log: TextIO | None = None) -> list[str]:
+def run(annotation: Annotation, images_dir: Path, out: Path, *, client: Client,
+        model: str = spec.ENSEMBLE_NAME, concurrency: int = 1, wait_s: float = 0.0,
+        log: TextIO | None = None) -> list[str]:
     """Infer every image not yet in ``<out>.progress``; write ``out`` once all are done.
 
     Returns the errors of the images that failed (empty when ``out`` was written).
     """
     log = log or sys.stderr
-    info = check_ready(client, protocol, model, wait_s=wait_s)
-    parameters = served_parameters(model_config(client, protocol, model))
+    info = client.ready(model, wait_s=wait_s)
+    parameters = served_parameters(client.config(model))
     check_served_keypoints(parameters, annotation.benchmark)
     header = {"annotation": str(annotation.path.resolve()), "model": model, "parameters": parameters}
     progress = Progress(progress_path(out), header)
@@ -230,8 +229,7 @@ def run(annotation: Annotation, images_dir: Path, out: Path, *, client: Any, pro
                 group.append(image)
             except OSError as exc:  # unreadable (permissions): this image fails, the others go on
                 errors.append(f"{image['file_name']}: cannot read: {exc.strerror or exc}")
-        people = infer_images(client, data, protocol, model_name=model, batch_size=batch,
-                              concurrency=concurrency, timeout_s=timeout_s)
+        people = infer_images(client, data, model_name=model, batch_size=batch, concurrency=concurrency)
         for image, p in zip(group, people, strict=True):
             if p.ok:
                 progress.add(image["id"], coco_results(p, image["id"], annotation.category_id))
@@ -298,8 +296,8 @@ def _infer(args: argparse.Namespace, annotation: Annotation, results: Path) -> i
     url = normalize_url(args.url, args.protocol)
     client = connect(url, args.protocol, concurrency=args.concurrency, timeout_s=args.timeout)
     try:
-        errors = run(annotation, args.images, results, client=client, protocol=args.protocol,
-                     model=args.model, concurrency=args.concurrency, timeout_s=args.timeout, wait_s=args.wait)
+        errors = run(annotation, args.images, results, client=client, model=args.model,
+                     concurrency=args.concurrency, wait_s=args.wait)
     except (ServerUnavailable, ModelNotReady) as exc:
         print(f"error: {url}: {exc}", file=sys.stderr)
         return exit_codes.SERVER

@@ -7,23 +7,14 @@ bad image ends up with an error, the others still get their people.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from .. import spec
 from .people import People, parse_outputs
-from .transport import (
-    DEFAULT_TIMEOUT_S,
-    check_ready,
-    connect,
-    describe_error,
-    is_request_error,
-    run_requests,
-)
+from .transport import DEFAULT_TIMEOUT_S, Client, connect, describe_error, is_request_error
 
 
-def infer_images(client: Any, images: Sequence[bytes], protocol: str, *,
-                 model_name: str = spec.ENSEMBLE_NAME, batch_size: int | None = None,
-                 concurrency: int = 1, timeout_s: float | None = None) -> list[People]:
+def infer_images(client: Client, images: Sequence[bytes], *, model_name: str = spec.ENSEMBLE_NAME,
+                 batch_size: int | None = None, concurrency: int = 1) -> list[People]:
     """People for every encoded image, in input order; failed images carry ``error``.
 
     ``batch_size=None`` checks that the model is ready (raising ServerUnavailable
@@ -31,7 +22,7 @@ def infer_images(client: Any, images: Sequence[bytes], protocol: str, *,
     that round trip. ``concurrency`` bounds the requests in flight.
     """
     if batch_size is None:
-        batch_size = check_ready(client, protocol, model_name).max_batch_size
+        batch_size = client.ready(model_name).max_batch_size
     elif batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
     results: list[People | None] = [None] * len(images)
@@ -42,11 +33,9 @@ def infer_images(client: Any, images: Sequence[bytes], protocol: str, *,
         else:
             todo.append(i)
     requests = [todo[k:k + batch_size] for k in range(0, len(todo), batch_size)]
-    retry = _collect(results, requests, _send(client, protocol, model_name, images, requests,
-                                               concurrency, timeout_s))
+    retry = _collect(results, requests, _send(client, model_name, images, requests, concurrency))
     singles = [[i] for request in retry for i in request]
-    _collect(results, singles, _send(client, protocol, model_name, images, singles,
-                                     concurrency, timeout_s), retry_failed=False)
+    _collect(results, singles, _send(client, model_name, images, singles, concurrency), retry_failed=False)
     return results  # type: ignore[return-value]  # every slot is filled by now
 
 
@@ -55,17 +44,17 @@ def infer(url: str | None, protocol: str, images: Sequence[bytes], *, model_name
     """Connect, wait up to ``wait_s`` for the model, infer, disconnect: one call for tests and scripts."""
     client = connect(url, protocol, concurrency=concurrency, timeout_s=timeout_s)
     try:
-        batch_size = check_ready(client, protocol, model_name, wait_s=wait_s).max_batch_size
-        return infer_images(client, images, protocol, model_name=model_name, batch_size=batch_size,
-                            concurrency=concurrency, timeout_s=timeout_s)
+        batch_size = client.ready(model_name, wait_s=wait_s).max_batch_size
+        return infer_images(client, images, model_name=model_name, batch_size=batch_size,
+                            concurrency=concurrency)
     finally:
         client.close()
 
 
-def _send(client: Any, protocol: str, model_name: str, images: Sequence[bytes],
-          requests: list[list[int]], concurrency: int, timeout_s: float | None) -> list:
+def _send(client: Client, model_name: str, images: Sequence[bytes], requests: list[list[int]],
+          concurrency: int) -> list:
     payloads = [[images[i] for i in request] for request in requests]
-    return run_requests(client, protocol, model_name, payloads, concurrency, timeout_s)
+    return client.infer(payloads, model=model_name, concurrency=concurrency)
 
 
 def _collect(results: list[People | None], requests: list[list[int]], outcomes: list,

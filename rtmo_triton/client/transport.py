@@ -93,19 +93,114 @@ def normalize_url(url: str | None, protocol: str) -> str:
     return f"{host}:{port}"
 
 
-def connect(url: str | None = None, protocol: str = "http", concurrency: int = 1,
-            timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
-    """A tritonclient client for ``url`` (default 127.0.0.1 on the protocol's default port).
+def connect(url: str | None = None, protocol: str = "http", *, concurrency: int = 1,
+            timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = DEFAULT_RETRIES) -> Client:
+    """A ``Client`` for ``url`` (default 127.0.0.1 on the protocol's default port).
 
-    ``concurrency`` sizes the HTTP connection pool; pass the same value to
-    ``infer_images`` or concurrent HTTP requests queue on fewer connections.
+    ``concurrency`` sizes the HTTP connection pool; pass the same value to ``Client.infer`` or
+    concurrent HTTP requests queue on fewer connections.
     """
     module = client_module(protocol)
     url = normalize_url(url, protocol)
     if protocol == "http":
-        return module.InferenceServerClient(url, concurrency=max(1, concurrency),
-                                            connection_timeout=timeout_s, network_timeout=timeout_s)
-    return GrpcDeadline(module.InferenceServerClient(url), timeout_s)
+        raw = module.InferenceServerClient(url, concurrency=max(1, concurrency),
+                                           connection_timeout=timeout_s, network_timeout=timeout_s)
+    else:
+        raw = GrpcDeadline(module.InferenceServerClient(url), timeout_s)
+    return Client(raw, protocol, timeout_s=timeout_s, retries=retries)
+
+
+class Client:
+    """One tritonclient connection that knows its protocol, timeout and retries: the calls every tool
+    makes (readiness, config, inference) take it alone, and resolve nothing per call."""
+
+    def __init__(self, raw: Any, protocol: str, *, timeout_s: float | None = DEFAULT_TIMEOUT_S,
+                 retries: int = DEFAULT_RETRIES) -> None:
+        self.raw, self.protocol, self.module = raw, protocol, client_module(protocol)
+        self.timeout_s, self.retries = timeout_s, retries
+        self._infer_extra = {"client_timeout": timeout_s} if protocol == "grpc" and timeout_s else {}
+
+    def config(self, model: str = spec.ENSEMBLE_NAME) -> dict:
+        """The model's config as a dict, whichever protocol fetched it."""
+        if self.protocol == "grpc":
+            return self.raw.get_model_config(model, as_json=True).get("config", {})
+        return self.raw.get_model_config(model)
+
+    def ready(self, model: str = spec.ENSEMBLE_NAME, *, wait_s: float = 0.0) -> ModelInfo:
+        """Fail with a clear message unless the server is live and the model ready.
+
+        Polls for up to ``wait_s`` seconds, so a test can call it right after starting a server.
+        """
+        deadline = time.monotonic() + wait_s
+        while (problem := self._readiness_problem(model)) is not None:
+            if time.monotonic() >= deadline:
+                raise problem
+            time.sleep(0.2)
+        max_batch = int(self.config(model).get("max_batch_size", 0))
+        if max_batch < 1:
+            raise ModelNotReady(f"model {model!r} has no batch dimension (max_batch_size 0); the rtmo "
+                                "ensemble's contract takes a batch of encoded images")
+        return ModelInfo(model, max_batch)
+
+    def infer(self, requests: Sequence[Sequence[bytes]], *, model: str = spec.ENSEMBLE_NAME,
+              concurrency: int = 1, retries: int | None = None) -> list[Outcome]:
+        """Send every request (a list of encoded images), at most ``concurrency`` in flight.
+
+        Never raises for a failed request: its exception comes back in its Outcome, in the order of
+        ``requests``. A busy or briefly unavailable server is retried up to ``retries`` times (the
+        client's own unless given) with backoff; the latency counts every attempt.
+        """
+        retries = self.retries if retries is None else retries
+        sleep = time.sleep if self.protocol == "grpc" else _gevent_sleep()
+
+        def one(images: Sequence[bytes]) -> Outcome:
+            start, attempt = time.perf_counter(), 0
+            while True:
+                try:
+                    inputs, outputs = make_request(self.module, images)
+                    result = self.raw.infer(model, inputs, outputs=outputs, **self._infer_extra)
+                    arrays = {n: result.as_numpy(n) for n in spec.ENSEMBLE_OUTPUTS}
+                    return Outcome(arrays, None, (time.perf_counter() - start) * 1e3)
+                except Exception as exc:  # reported per request so the others' results survive
+                    if attempt >= retries or not is_retryable(exc):
+                        return Outcome(None, exc, (time.perf_counter() - start) * 1e3)
+                sleep(backoff_s(attempt))
+                attempt += 1
+
+        if concurrency <= 1 or len(requests) <= 1:
+            return [one(r) for r in requests]
+        if self.protocol == "grpc":  # thread-safe client: a thread pool
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                return list(pool.map(one, requests))
+        import gevent.pool  # the HTTP client's pool is greenlet-safe, not thread-safe
+
+        return gevent.pool.Pool(concurrency).map(one, requests)
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def _readiness_problem(self, model: str) -> Exception | None:
+        try:
+            if not self.raw.is_server_live():
+                return ServerUnavailable("the server answers but is not live")
+        except Exception as exc:  # connection refused, DNS, timeouts: all mean "not reachable"
+            return ServerUnavailable(f"cannot reach Triton over {self.protocol}: {describe_error(exc)}")
+        try:
+            if self.raw.is_model_ready(model):
+                return None
+            why = "not ready"
+        except Exception as exc:  # gRPC raises for a model the server does not know
+            why = f"not ready ({describe_error(exc)})"
+        return ModelNotReady(f"model {model!r} is {why}; ready models: {self._ready_models() or 'none'}")
+
+    def _ready_models(self) -> str:
+        try:
+            as_json = {"as_json": True} if self.protocol == "grpc" else {}
+            index = self.raw.get_model_repository_index(**as_json)
+        except Exception:
+            return "unknown"
+        models = index.get("models", []) if isinstance(index, dict) else index
+        return ", ".join(sorted(m["name"] for m in models if m.get("state") == "READY"))
 
 
 class GrpcDeadline:
@@ -149,13 +244,6 @@ def is_request_error(exc: BaseException) -> bool:
     return isinstance(exc, InferenceServerException) and exc.status() not in _TRANSPORT_STATUSES
 
 
-def model_config(client: Any, protocol: str, model_name: str = spec.ENSEMBLE_NAME) -> dict:
-    """The model's config as a dict, whichever protocol fetched it."""
-    if protocol == "grpc":
-        return client.get_model_config(model_name, as_json=True).get("config", {})
-    return client.get_model_config(model_name)
-
-
 def served_parameters(config: dict) -> dict[str, str]:
     """A model config's ``parameters`` as plain strings (HTTP and gRPC configs alike)."""
     return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
@@ -167,28 +255,9 @@ def served_keypoint_names(config: dict) -> list[str] | None:
     return names.split(",") if names else None
 
 
-def check_ready(client: Any, protocol: str, model_name: str = spec.ENSEMBLE_NAME,
-                wait_s: float = 0.0) -> ModelInfo:
-    """Fail with a clear message unless the server is live and the model ready.
-
-    Polls for up to ``wait_s`` seconds, so a test can call it right after
-    starting a server.
-    """
-    deadline = time.monotonic() + wait_s
-    while (problem := _readiness_problem(client, protocol, model_name)) is not None:
-        if time.monotonic() >= deadline:
-            raise problem
-        time.sleep(0.2)
-    max_batch = int(model_config(client, protocol, model_name).get("max_batch_size", 0))
-    if max_batch < 1:
-        raise ModelNotReady(f"model {model_name!r} has no batch dimension (max_batch_size 0); the rtmo "
-                            "ensemble's contract takes a batch of encoded images")
-    return ModelInfo(model_name, max_batch)
-
-
-def make_request(protocol: str, images: Sequence[bytes]) -> tuple[list, list]:
-    """Inputs and requested outputs for one request carrying ``images`` (shape [B, 1])."""
-    module = client_module(protocol)
+def make_request(module: ModuleType, images: Sequence[bytes]) -> tuple[list, list]:
+    """Inputs and requested outputs (of ``module``, tritonclient.http or .grpc) for one request
+    carrying ``images`` (shape [B, 1])."""
     data = np.empty((len(images), 1), dtype=np.object_)
     for i, image in enumerate(images):  # element-wise: never let numpy turn bytes into fixed-width 'S'
         data[i, 0] = bytes(image)
@@ -214,73 +283,8 @@ def backoff_s(attempt: int, rng: random.Random = random) -> float:  # type: igno
     return rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_S * 2 ** attempt))
 
 
-def run_requests(client: Any, protocol: str, model_name: str, requests: Sequence[Sequence[bytes]],
-                 concurrency: int = 1, timeout_s: float | None = None, *,
-                 retries: int = DEFAULT_RETRIES) -> list[Outcome]:
-    """Send every request (a list of encoded images), at most ``concurrency`` in flight.
-
-    Never raises for a failed request: its exception comes back in its Outcome,
-    in the order of ``requests``. A busy or briefly unavailable server is retried
-    up to ``retries`` times with backoff; the latency counts every attempt.
-    """
-    extra = {"client_timeout": timeout_s} if protocol == "grpc" and timeout_s else {}
-    sleep = time.sleep if protocol == "grpc" else _gevent_sleep()
-
-    def one(images: Sequence[bytes]) -> Outcome:
-        start, attempt = time.perf_counter(), 0
-        while True:
-            try:
-                inputs, outputs = make_request(protocol, images)
-                result = client.infer(model_name, inputs, outputs=outputs, **extra)
-                arrays = {n: result.as_numpy(n) for n in spec.ENSEMBLE_OUTPUTS}
-                return Outcome(arrays, None, (time.perf_counter() - start) * 1e3)
-            except Exception as exc:  # reported per request so the others' results survive
-                if attempt >= retries or not is_retryable(exc):
-                    return Outcome(None, exc, (time.perf_counter() - start) * 1e3)
-            sleep(backoff_s(attempt))
-            attempt += 1
-
-    return _map(protocol, one, requests, concurrency)
-
-
 def _gevent_sleep() -> Callable[[float], None]:
     """HTTP requests run as greenlets: a blocking sleep would stall the others."""
     import gevent
 
     return gevent.sleep
-
-
-def _map(protocol: str, fn: Callable, items: Sequence, concurrency: int) -> list:
-    if concurrency <= 1 or len(items) <= 1:
-        return [fn(item) for item in items]
-    if protocol == "grpc":
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            return list(pool.map(fn, items))
-    import gevent.pool
-
-    return gevent.pool.Pool(concurrency).map(fn, items)
-
-
-def _readiness_problem(client: Any, protocol: str, model_name: str) -> Exception | None:
-    try:
-        if not client.is_server_live():
-            return ServerUnavailable("the server answers but is not live")
-    except Exception as exc:  # connection refused, DNS, timeouts: all mean "not reachable"
-        return ServerUnavailable(f"cannot reach Triton over {protocol}: {describe_error(exc)}")
-    try:
-        if client.is_model_ready(model_name):
-            return None
-        why = "not ready"
-    except Exception as exc:  # gRPC raises for a model the server does not know
-        why = f"not ready ({describe_error(exc)})"
-    return ModelNotReady(f"model {model_name!r} is {why}; "
-                         f"ready models: {_ready_models(client, protocol) or 'none'}")
-
-
-def _ready_models(client: Any, protocol: str) -> str:
-    try:
-        index = client.get_model_repository_index(**({"as_json": True} if protocol == "grpc" else {}))
-    except Exception:
-        return "unknown"
-    models = index.get("models", []) if isinstance(index, dict) else index
-    return ", ".join(sorted(m["name"] for m in models if m.get("state") == "READY"))

@@ -21,9 +21,7 @@ from .overlay import DEFAULT_KPT_THR
 from .transport import (
     ModelNotReady,
     ServerUnavailable,
-    check_ready,
     connect,
-    model_config,
     normalize_url,
     served_keypoint_names,
 )
@@ -88,8 +86,8 @@ def run(args: argparse.Namespace, log: TextIO = sys.stderr, guard: InterruptGuar
     url = normalize_url(args.url, args.protocol)
     probe = connect(url, args.protocol, timeout_s=args.timeout)
     try:
-        check_ready(probe, args.protocol, args.model, wait_s=args.wait)
-        names = served_keypoint_names(model_config(probe, args.protocol, args.model))
+        probe.ready(args.model, wait_s=args.wait)
+        names = served_keypoint_names(probe.config(args.model))
     except (ServerUnavailable, ModelNotReady) as exc:
         print(f"error: {url}: {exc}", file=log)
         return exit_codes.SERVER

@@ -19,7 +19,6 @@ from .transport import (
     describe_error,
     is_busy,
     is_request_error,
-    run_requests,
 )
 
 DEFAULT_JPEG_QUALITY = 90
@@ -74,8 +73,7 @@ class FrameSender:
         except Exception as exc:  # a frame OpenCV cannot encode fails alone
             return Reply(People.failure(f"cannot encode frame: {describe_error(exc)}"))
         try:
-            [outcome] = run_requests(self.client(), self.protocol, self.model, [[payload]],
-                                     timeout_s=self.timeout_s)
+            [outcome] = self.client().infer([[payload]], model=self.model)
         except Exception as exc:  # e.g. the HTTP client cannot even be created
             return Reply(People.failure(describe_error(exc)), fatal=True)
         latency_ms = (time.perf_counter() - start) * 1e3
