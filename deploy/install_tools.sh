@@ -3,13 +3,11 @@
 #   deploy/install_tools.sh kubectl    kubectl, to render deploy/k8s in `make test`; where none is
 #                                      installed, Debian's kubernetes-client (kubectl 1.20, whose
 #                                      built-in kustomize the overlays are written for too)
-#   deploy/install_tools.sh rehearse   HAProxy and .tools/rehearse (locust, tritonclient HTTP+gRPC,
-#                                      this package) for `make rehearse-scale`
+#   deploy/install_tools.sh rehearse   HAProxy for `make rehearse-scale` (its locust is perf's,
+#                                      from `make setup-dev`)
 # Idempotent: what is installed already is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LOCUST_VERSION=$(sed -n "s/^LOCUST_VERSION=//p" perf/install_tools.sh)  # the perf tools pin it
-PYTHON=${PYTHON:-python3}
 
 apt_install() {  # apt_install <package>...
   local sudo=""
@@ -24,12 +22,7 @@ for what in "$@"; do
                                          apt_install kubernetes-client; }
       kubectl version --client 2>/dev/null | sed -n 1p ;;  # sed reads it all: no SIGPIPE under pipefail
     rehearse)
-      command -v haproxy >/dev/null || { echo "[deploy] haproxy from Debian"; apt_install haproxy; }
-      if [ ! -x .tools/rehearse/bin/locust ]; then
-        echo "[deploy] .tools/rehearse: locust==$LOCUST_VERSION, tritonclient[http,grpc], this package"
-        "$PYTHON" -m venv .tools/rehearse
-        .tools/rehearse/bin/python -m pip install -q "locust==$LOCUST_VERSION" "tritonclient[http,grpc]" -e .
-      fi ;;
+      command -v haproxy >/dev/null || { echo "[deploy] haproxy from Debian"; apt_install haproxy; } ;;
     *) echo "usage: $0 kubectl|rehearse ..." >&2; exit 2 ;;
   esac
 done

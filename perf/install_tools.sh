@@ -56,8 +56,8 @@ fi
 if [ ! -x "$TOOLS/locust/bin/locust" ]; then
   echo "[tools] locust==$LOCUST_VERSION"
   "$PYTHON" -m venv "$TOOLS/locust"
-  # the locustfile builds and parses requests with tritonclient and checks them with our package
-  "$TOOLS/locust/bin/python" -m pip install -q "locust==$LOCUST_VERSION" "tritonclient[http]" -e .
+  # the locustfile's users send with our client library (HTTP and gRPC) and check the contract
+  "$TOOLS/locust/bin/python" -m pip install -q "locust==$LOCUST_VERSION" "tritonclient[http,grpc]" -e .
 fi
 ln -sf "$TOOLS/locust/bin/locust" "$TOOLS/bin/locust"
 ln -sf "$TOOLS/model-analyzer/bin/model-analyzer" "$TOOLS/bin/model-analyzer"

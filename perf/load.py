@@ -1,4 +1,4 @@
-"""``make load``: start a server, run perf/locustfile.py headless against it, stop the server.
+"""``make load``: start a server, run perf/locustfile.py's HTTP users headless against it, stop the server.
 
     python -m perf.load [--users 4] [--spawn-rate 2] [--duration 60s] [--out reports/load]
 """
@@ -27,11 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     exit_on_sigterm()
     if not LOCUST.exists():
-        print(f"{LOCUST} missing: run `make setup` (perf/install_tools.sh)", file=sys.stderr)
+        print(f"{LOCUST} missing: run `make setup-dev` (perf/install_tools.sh)", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     with TritonServer(args.model_repository, log_path=args.out / "tritonserver.log") as server:
-        cmd = [str(LOCUST), "-f", str(ROOT / "perf" / "locustfile.py"), "--headless",
+        cmd = [str(LOCUST), "-f", str(ROOT / "perf" / "locustfile.py"), "HttpRtmoUser", "--headless",
                "-H", f"http://{server.http_url}", "-u", str(args.users), "-r", str(args.spawn_rate),
                "-t", args.duration, "--csv", str(args.out / "locust"),
                "--html", str(args.out / "locust.html"), "--only-summary"]

@@ -25,8 +25,8 @@ from rtmo_triton.serve.local import TritonServer, exit_on_sigterm, free_port
 from .balancer import HAProxy, Replica
 
 ROOT = Path(__file__).resolve().parents[2]
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-LOCUST = ROOT / ".tools" / "rehearse" / "bin" / "locust"
+LOCUSTFILE = ROOT / "perf" / "locustfile.py"
+LOCUST = ROOT / ".tools" / "bin" / "locust"
 SHM_PREFIX = "triton_python_backend_shm_region_"
 SCALED_OBJECT = ROOT / "deploy" / "k8s" / "base" / "scaledobject.yaml"
 DEPLOYMENT = ROOT / "deploy" / "k8s" / "base" / "deployment.yaml"
@@ -56,7 +56,8 @@ class Locust:
     """A headless locust run through the balancer, stopped by SIGTERM (it then writes its summary)."""
 
     def __init__(self, *, users: int, http_port: int, grpc_port: int, summary: Path, log: Path) -> None:
-        env = dict(os.environ, REHEARSE_GRPC=f"127.0.0.1:{grpc_port}", REHEARSE_SUMMARY=str(summary))
+        env = dict(os.environ, RTMO_GRPC_URL=f"127.0.0.1:{grpc_port}", RTMO_LOCUST_SUMMARY=str(summary),
+                   PYTHONPATH=str(ROOT))  # the locustfile imports perf and rtmo_triton from here
         self.summary, self.log = summary, log
         summary.unlink(missing_ok=True)
         self.started = time.time()
@@ -271,7 +272,7 @@ def report_markdown(result: dict, args: argparse.Namespace) -> str:
 {result['replicas']} tritonserver replicas of `{args.model_repository}` on loopback, with the Kubernetes
 Deployment's flags (`{' '.join(result['flags'])}`), behind {result['haproxy'].split(' - ')[0]}: HTTP and
 gRPC listeners, least connections, health from `/v2/models/{spec.ENSEMBLE_NAME}/ready`, layer-7
-retries. Load from locust (`deploy/rehearse/locustfile.py`): HTTP and gRPC users in equal numbers,
+retries. Load from locust (`perf/locustfile.py`): HTTP and gRPC users in equal numbers,
 one JPEG per request from the benchmark sizes, sent by our client (its retries on), every response
 checked against the ensemble's contract.
 
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.model_repository / spec.ENSEMBLE_NAME / "config.pbtxt").exists():
         parser.error(f"{args.model_repository} has no built `{spec.ENSEMBLE_NAME}`: run `make build-engines`")
     if not LOCUST.exists():
-        parser.error(f"{LOCUST} missing: run `bash deploy/install_tools.sh rehearse`")
+        parser.error(f"{LOCUST} missing: run `make setup-dev`")
     exit_on_sigterm()
     result = rehearse(args)
     args.report_dir.mkdir(parents=True, exist_ok=True)
