@@ -21,6 +21,7 @@ from rtmo_triton.client.transport import BACKOFF_CAP_S, DEFAULT_RETRIES, backoff
 from .client_fakes import FakeResult, batched_outputs
 
 BAD = b"undecodable"
+REAL_MAKE_REQUEST = transport.make_request
 
 
 class FakeTriton:
@@ -250,23 +251,39 @@ def test_no_images_no_requests():
     assert infer_images(client, [], batch_size=4) == [] and client.raw.requests == []
 
 
-def test_grpc_status_calls_give_up_at_the_timeout_on_a_host_that_never_answers():
-    """Accepts connections, says nothing: without a deadline the readiness check would wait on it."""
+@pytest.fixture
+def silent_host():
+    """Accepts connections, says nothing: without a deadline a gRPC call would wait on it forever."""
     import socket
-    import threading
-
-    from rtmo_triton.client import connect
-    from rtmo_triton.client.transport import ServerUnavailable
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     held = []
     threading.Thread(target=lambda: held.extend(listener.accept() for _ in range(4)), daemon=True).start()
-    client = connect(f"127.0.0.1:{listener.getsockname()[1]}", "grpc", timeout_s=0.5)
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+def test_grpc_status_calls_give_up_at_the_timeout_on_a_host_that_never_answers(silent_host):
+    from rtmo_triton.client import connect
+    from rtmo_triton.client.transport import ServerUnavailable
+
+    client = connect(silent_host, "grpc", timeout_s=0.5)
     try:
         with pytest.raises(ServerUnavailable, match="DEADLINE_EXCEEDED|Deadline Exceeded"):
             client.ready()
     finally:
         client.close()
-        listener.close()
+
+
+def test_grpc_inference_gives_up_at_the_same_timeout(monkeypatch, silent_host):
+    from rtmo_triton.client import connect
+
+    monkeypatch.setattr(transport, "make_request", REAL_MAKE_REQUEST)
+    client = connect(silent_host, "grpc", timeout_s=0.5)
+    try:
+        [outcome] = client.infer([[b"image"]], retries=0)
+    finally:
+        client.close()
+    assert outcome.outputs is None and "Deadline Exceeded" in str(outcome.error)

@@ -118,7 +118,6 @@ class Client:
                  retries: int = DEFAULT_RETRIES) -> None:
         self.raw, self.protocol, self.module = raw, protocol, client_module(protocol)
         self.timeout_s, self.retries = timeout_s, retries
-        self._infer_extra = {"client_timeout": timeout_s} if protocol == "grpc" and timeout_s else {}
 
     def config(self, model: str = spec.ENSEMBLE_NAME) -> dict:
         """The model's config as a dict, whichever protocol fetched it."""
@@ -158,7 +157,7 @@ class Client:
             while True:
                 try:
                     inputs, outputs = make_request(self.module, images)
-                    result = self.raw.infer(model, inputs, outputs=outputs, **self._infer_extra)
+                    result = self.raw.infer(model, inputs, outputs=outputs)
                     arrays = {n: result.as_numpy(n) for n in spec.ENSEMBLE_OUTPUTS}
                     return Outcome(arrays, None, (time.perf_counter() - start) * 1e3)
                 except Exception as exc:  # reported per request so the others' results survive
@@ -204,11 +203,12 @@ class Client:
 
 
 class GrpcDeadline:
-    """tritonclient's gRPC client, whose status and config calls get ``timeout_s`` as their deadline
-    when given none: its HTTP client takes a timeout when it is made, the gRPC one per call only, and
-    without one a host that accepts connections but never answers would hold a client forever."""
+    """tritonclient's gRPC client, whose calls get ``timeout_s`` as their deadline when given none:
+    its HTTP client takes a timeout when it is made, the gRPC one per call only, and without one a
+    host that accepts connections but never answers would hold a client forever. The one owner of
+    every gRPC deadline, inference included."""
 
-    CALLS = frozenset({"is_server_live", "is_server_ready", "is_model_ready", "get_model_config",
+    CALLS = frozenset({"infer", "is_server_live", "is_server_ready", "is_model_ready", "get_model_config",
                        "get_model_metadata", "get_server_metadata", "get_model_repository_index"})
 
     def __init__(self, client: Any, timeout_s: float | None) -> None:
