@@ -44,20 +44,26 @@ def role(proc: psutil.Process) -> str:
     return model if model in (spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME) else OTHER_STUB
 
 
+def _cpu(proc: psutil.Process) -> float | None:
+    """User + system CPU seconds so far; None once the process has gone."""
+    try:
+        t = proc.cpu_times()
+    except psutil.Error:
+        return None
+    return t.user + t.system
+
+
 def cpu_seconds(procs: list[psutil.Process]) -> float:
-    """User + system CPU seconds so far of the processes still alive."""
-    return sum(cpu_by_role(procs).values())
+    """User + system CPU seconds so far of the processes still alive (no roles: nothing but the times)."""
+    return sum(s for p in procs if (s := _cpu(p)) is not None)
 
 
 def cpu_by_role(procs: list[psutil.Process]) -> dict[str, float]:
     """User + system CPU seconds so far, summed by ``role``."""
     found: dict[str, float] = defaultdict(float)
     for p in procs:
-        try:
-            t = p.cpu_times()
-            found[role(p)] += t.user + t.system
-        except psutil.Error:
-            continue
+        if (seconds := _cpu(p)) is not None:
+            found[role(p)] += seconds
     return found
 
 
