@@ -34,6 +34,7 @@ from pathlib import Path
 
 from rtmo_triton.build.packages import SERVED_PACKAGES, wheel_platforms
 from rtmo_triton.serve.tritonserver import PYTRITON_LIBS, STUB, STUBS_DIR
+from rtmo_triton.whole_files import writing
 
 DEFAULT_BUNDLE = Path(".gpu-check")
 SERVER_ARCHIVE = "tritonserver.tar.xz"
@@ -88,11 +89,9 @@ def pack_server(out: Path, python: str, log=print) -> Path:
             if strip and not rel.endswith(".py"):
                 subprocess.run([strip, "--strip-unneeded", str(dst)], capture_output=True)
         log(f"packing the server (xz, a few minutes){'' if strip else '; no strip found, unstripped'} ...")
-        partial = archive.with_name(archive.name + ".partial")
-        with tarfile.open(partial, "w:xz", preset=9) as tar:
+        with writing(archive) as partial, tarfile.open(partial, "w:xz", preset=9) as tar:
             for top in ("pytriton", PYTRITON_LIBS):
                 tar.add(Path(tmp) / top, arcname=top)
-        partial.replace(archive)
     return archive
 
 

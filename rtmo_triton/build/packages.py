@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import spec
 from ..served.bundle import PACKAGES_DIR, archive_name
+from ..whole_files import writing
 
 TORCH_ENGINE = "rtmo_engine_torch"
 """Module of the torch flavour's engine (served/models/), installed as the ``rtmo_engine`` model."""
@@ -126,12 +127,10 @@ def _install_and_pack(pip_args: list[str], archive: Path, *, what: str) -> None:
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise PackagingError(f"pip could not install {what}:\n{done.stderr.strip()[-2000:]}")
-        partial = Path(tmp) / archive.name
-        with tarfile.open(partial, "w:gz", compresslevel=6) as tar:
+        with writing(archive) as partial, tarfile.open(partial, "w:gz", compresslevel=6) as tar:
             for path in sorted(target.iterdir()):
                 tar.add(path, arcname=path.name,
                         filter=lambda info: None if "__pycache__" in info.name else info)
-        partial.replace(archive)
 
 
 def vendor_code(version_dir: Path, extra: tuple[str, ...] = ()) -> None:

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ...whole_files import write_whole
+
 
 class EngineMismatch(RuntimeError):
     """The plan cannot be served on this host (or has no build record)."""
@@ -75,9 +77,7 @@ def record_path(plan: str | Path) -> Path:
 def write_record(plan: str | Path, record: EngineRecord) -> Path:
     """Write ``<plan>.json`` atomically; returns its path."""
     path = record_path(plan)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(asdict(record), indent=2) + "\n")
-    tmp.replace(path)
+    write_whole(path, json.dumps(asdict(record), indent=2) + "\n")
     return path
 
 
