@@ -202,6 +202,10 @@ DECODE_NAME = "rtmo_decode"
 
 ENSEMBLE_INPUT = "IMAGE"
 ENSEMBLE_OUTPUTS = ("NUM_PEOPLE", "BOXES", "SCORES", "KEYPOINTS", "KEYPOINT_SCORES")
+HOST_DECODES_METRIC = "rtmo_preprocess_host_decodes"
+"""Counter on Triton's /metrics (``PREPROCESS=gpu``): images its preprocess decoded on the host CPU. With
+a GPU decoder, the images it cannot take (PNG, WebP, CMYK or progressive JPEG, a stream it refused): the
+share of traffic that misses the GPU path."""
 
 
 class Param:

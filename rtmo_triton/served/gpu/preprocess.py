@@ -66,7 +66,7 @@ class GpuPreprocess:
                  decoder: JpegDecoder | None) -> None:
         self.input_size, self.max_pixels, self.device, self.decoder = input_size, max_pixels, device, decoder
         self.cpu_decodes = 0
-        """Images the CPU decoded although the stage has a GPU decoder (its fallback), since start."""
+        """Images decoded on the host CPU since start: every one without a GPU decoder, else its fallbacks."""
 
     def run(self, requests: Sequence[Sequence[bytes]]) -> list[Decoded]:
         """One ``Decoded`` per request; a request fails at its first bad image, naming the row."""
@@ -129,8 +129,7 @@ class GpuPreprocess:
         return Decoded(inputs=inputs, affines=np.stack(affines))
 
     def _decode_on_cpu(self, data: bytes, header, row: int, rows: int) -> torch.Tensor:
-        if self.decoder is not None:
-            self.cpu_decodes += 1
+        self.cpu_decodes += 1
         try:
             bgr = decode_bgr(data, self.max_pixels, header)
         except ImageError as exc:

@@ -2,7 +2,7 @@
 on this instance's device (handed on by DLPack) + affine; JPEGs decoded there in one batch."""
 import triton_python_backend_utils as pb_utils
 
-from ...spec import AFFINE, ENGINE_INPUT, ENSEMBLE_INPUT, Param
+from ...spec import AFFINE, ENGINE_INPUT, ENSEMBLE_INPUT, HOST_DECODES_METRIC, Param
 from ..params import instance_device, read_parameters
 from ..respond import respond_each
 from ..tensor_exchange import check_tensor_exchange
@@ -21,6 +21,12 @@ class TritonPythonModel:
         self.stage = GpuPreprocess(input_size=int(params[Param.INPUT_SIZE]),
                                    max_pixels=int(params[Param.MAX_PIXELS]), device=device, decoder=decoder)
         pb_utils.Logger.log_info(f"{args['model_name']}: on {device}, {how}")
+        # the family must outlive its metric: Triton refuses to count on a metric whose family is gone
+        self.metric_family = pb_utils.MetricFamily(
+            name=HOST_DECODES_METRIC, kind=pb_utils.MetricFamily.COUNTER,
+            description="images the preprocess decoded on the host CPU")
+        self.host_decodes = self.metric_family.Metric(labels={"model": args["model_name"],
+                                                              "version": args["model_version"]})
 
     def execute(self, requests: list) -> list:
         images: list = []
@@ -31,8 +37,10 @@ class TritonPythonModel:
             except Exception as exc:  # noqa: BLE001 - answered below, for this request alone
                 images.append(exc)
         readable = [i for i, rows in enumerate(images) if not isinstance(rows, Exception)]
+        decoded_before = self.stage.cpu_decodes
         for i, result in zip(readable, self.stage.run([images[i].tolist() for i in readable])):
             images[i] = result  # each request's slot: its unreadable input's error, or its result
+        self.host_decodes.increment(self.stage.cpu_decodes - decoded_before)
         return respond_each(images, self._tensors, pb_utils)
 
     @staticmethod
