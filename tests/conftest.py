@@ -1,5 +1,11 @@
-"""``make test-fast`` runs the tests not marked ``server``; under it (RTMO_TEST_FAST=1) a test that
-starts a tritonserver anyway fails, so a missing marker shows instead of slowing the fast run."""
+"""The servers the server tests share, and the guard of ``make test-fast``.
+
+One tritonserver per repository kind serves every test that only sends requests and reads answers
+(deltas of the server's statistics, never their totals), started once for the session: the kinds
+that compare people with mmpose's keep every cell; the tools' tests take the default K, which costs
+them less decoding. ``make
+test-fast`` runs the tests not marked ``server``; under it (RTMO_TEST_FAST=1) a test that starts a
+tritonserver anyway fails, so a missing marker shows instead of slowing the fast run."""
 from __future__ import annotations
 
 import os
@@ -7,6 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from rtmo_triton import spec
+
+from .served import serve_fixture_repository
 
 SERVER_COMMANDS = ("tritonserver", "rtmo-tritonserver", "rtmo-serve", "rtmo_triton.serve.cli")
 
@@ -34,3 +44,23 @@ def _fast_runs_start_no_server():
         yield
     finally:
         subprocess.Popen = real
+
+
+@pytest.fixture(scope="session")
+def reference_server(tmp_path_factory):
+    """The fixture checkpoint, every cell kept, the numpy/OpenCV preprocess and decode models."""
+    yield from serve_fixture_repository(tmp_path_factory, "reference-cpu", "--preprocess", "cpu")
+
+
+@pytest.fixture(scope="session")
+def reference_server_torch_stages(tmp_path_factory):
+    """The same with the torch preprocess and decode of ``PREPROCESS=gpu``, here on the CPU: the code a
+    GPU host runs on CUDA."""
+    yield from serve_fixture_repository(tmp_path_factory, "reference-gpu", "--preprocess", "gpu")
+
+
+@pytest.fixture(scope="session")
+def default_k_server(tmp_path_factory):
+    """The fixture checkpoint at the build's default K (``spec.DEFAULT_TOPK``): for the tools' tests,
+    which compare the server with itself, not with mmpose."""
+    yield from serve_fixture_repository(tmp_path_factory, "default-k", "--topk", str(spec.DEFAULT_TOPK))

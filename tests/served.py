@@ -1,13 +1,16 @@
-"""A real tritonserver serving the fixture checkpoint, shared by the server tests.
+"""A real tritonserver serving the fixture checkpoint, for the server tests.
 
 Built at K ≥ every cell and the fixtures' thresholds, so the served people
-must equal the reference's final predictions.
+must equal the reference's final predictions. ``conftest.py`` serves one
+such repository per kind for the whole session; a test that changes the build
+or the server (queue limits, killed stubs, another launcher) builds its own.
 """
 from __future__ import annotations
 
 import json
 import os
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +48,18 @@ def start_server(repo: Path, log: Path) -> TritonServer:
     server.__enter__()
     print(f"\ntritonserver ready in {server.start_seconds:.2f} s ({repo})")
     return server
+
+
+def serve_fixture_repository(tmp_path_factory: pytest.TempPathFactory, name: str,
+                             *extra: str) -> Iterator[TritonServer]:
+    """Build the fixture repository (with ``extra`` build flags), serve it, stop it afterwards."""
+    require_server()
+    tmp = tmp_path_factory.mktemp(name)
+    server = start_server(build_fixture_repository(tmp / "repo", *extra), tmp / "tritonserver.log")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def get_json(url: str) -> dict:

@@ -28,7 +28,7 @@ from rtmo_triton.client.transport import served_parameters
 from rtmo_triton.serve.local import free_port
 
 from .golden import COCO_ANNOTATIONS
-from .served import build_fixture_repository, get_json, require_server, start_server
+from .served import get_json
 
 COCO_IMAGES = COCO_ANNOTATIONS.parent
 
@@ -155,15 +155,8 @@ def test_unreachable_server_is_reported(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    require_server()
-    tmp = tmp_path_factory.mktemp("eval")
-    repo = build_fixture_repository(tmp / "repo", "--topk", "20")  # fewer candidates: cheaper, still people
-    server = start_server(repo, tmp / "tritonserver.log")
-    try:
-        yield server
-    finally:
-        server.stop()
+def server(default_k_server):
+    return default_k_server
 
 
 def served_images(server) -> int:

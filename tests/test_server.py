@@ -13,29 +13,25 @@ import cv2
 import numpy as np
 import pytest
 
+from perf.triton_metrics import by_model, scrape
 from rtmo_triton import spec
 from rtmo_triton.client import connect, infer, parse_outputs
 
 from .golden import OUTPUT_FILES, assert_people_match, load_output
-from .served import build_fixture_repository, get_json, require_server, start_server
+from .served import get_json
 from .test_image_io import png_header
 
 pytestmark = pytest.mark.server
 PROTOCOLS = ("http", "grpc")
 
 
-@pytest.fixture(scope="module", params=["cpu", "gpu"], ids=lambda form: f"preprocess-{form}")
-def server(request, tmp_path_factory):
-    """Each test runs against both forms of the preprocess and decode models: the numpy/OpenCV ones and
-    the torch ones of ``PREPROCESS=gpu`` (here on the CPU: the same code a GPU host runs on CUDA)."""
-    require_server()
-    tmp = tmp_path_factory.mktemp(f"served-{request.param}")
-    repo = build_fixture_repository(tmp / "repo", "--preprocess", request.param)
-    server = start_server(repo, tmp / "tritonserver.log")
-    try:
-        yield server
-    finally:
-        server.stop()
+SERVERS = {"cpu": "reference_server", "gpu": "reference_server_torch_stages"}
+
+
+@pytest.fixture(scope="module", params=list(SERVERS), ids=lambda form: f"preprocess-{form}")
+def server(request):
+    """Each test runs against both forms of the preprocess and decode models (conftest.py)."""
+    return request.getfixturevalue(SERVERS[request.param])
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +179,17 @@ def test_grayscale_jpeg_is_served(server, refs):
     gray = cv2.cvtColor(refs[0]["img_bgr"], cv2.COLOR_BGR2GRAY)
     [people] = infer(server.http_url, "http", [cv2.imencode(".jpg", gray)[1].tobytes()])
     assert people.ok and people.keypoints.shape[1:] == (17, 2)
+
+
+def host_decodes(server) -> float:
+    values = by_model(scrape(server.metrics_url), [spec.HOST_DECODES_METRIC], model=spec.PREPROCESS_NAME)
+    assert values, f"no {spec.HOST_DECODES_METRIC} on /metrics"
+    return sum(values.values())
+
+
+def test_the_torch_preprocess_counts_its_host_decodes_on_metrics(reference_server_torch_stages, images):
+    """On a GPU host the share of images that miss the GPU decoder; here, without one, every image."""
+    server = reference_server_torch_stages
+    before = host_decodes(server)
+    assert all(people.ok for people in infer(server.http_url, "http", images[:3]))
+    assert host_decodes(server) - before == 3

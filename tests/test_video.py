@@ -34,7 +34,6 @@ from rtmo_triton.people import People
 from rtmo_triton.serve.local import free_port
 
 from .golden import IMAGES
-from .served import build_fixture_repository, require_server, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = Path(sys.executable).parent / "rtmo-video"  # the console script, as users run it
@@ -42,8 +41,6 @@ FPS = 25.0
 SIZE = (320, 240)
 JPEG_QUALITY = 90
 """The tool's default: the test re-encodes frames exactly as the tool does."""
-TOPK = "100"
-"""Fewer candidates than the fixture server's keep-all: same people on these frames, a faster test."""
 
 
 # --- in-order reassembly ---------------------------------------------------------------
@@ -286,15 +283,8 @@ def test_a_person_who_leaves_for_long_returns_under_one_new_id():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    require_server()
-    tmp = tmp_path_factory.mktemp("video_server")
-    repo = build_fixture_repository(tmp / "repo", "--topk", TOPK)
-    server = start_server(repo, tmp / "tritonserver.log")
-    try:
-        yield server
-    finally:
-        server.stop()
+def server(default_k_server):
+    return default_k_server
 
 
 def _picture(width: int, height: int) -> np.ndarray:
