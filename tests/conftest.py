@@ -1,11 +1,12 @@
 """The servers the server tests share, and the guard of ``make test-fast``.
 
 One tritonserver per repository kind serves every test that only sends requests and reads answers
-(deltas of the server's statistics, never their totals), started once for the session: the kinds
+(deltas of the server's statistics, never their totals), started once for the session. The kinds
 that compare people with mmpose's keep every cell; the tools' tests take the default K, which costs
-them less decoding. ``make
-test-fast`` runs the tests not marked ``server``; under it (RTMO_TEST_FAST=1) a test that starts a
-tritonserver anyway fails, so a missing marker shows instead of slowing the fast run."""
+them less decoding.
+
+``make test-fast`` runs the tests not marked ``server``; under it (RTMO_TEST_FAST=1) a test that
+starts a tritonserver anyway fails, so a missing marker shows instead of slowing the fast run."""
 from __future__ import annotations
 
 import os
