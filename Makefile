@@ -110,7 +110,7 @@ bench-video: $(DEV_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## rtmo-video f
 .PHONY: rehearse-scale
 rehearse-scale: $(DEV_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## 3 replicas behind HAProxy under locust; one killed, all restarted → reports/scale
 	bash deploy/install_tools.sh rehearse
-	$(PY) -m deploy.rehearse --model-repository $(MODEL_REPOSITORY)
+	$(PY) -m perf.scale --model-repository $(MODEL_REPOSITORY)
 
 SOAK_MINUTES ?= 30
 soak: $(DEV_STAMP) $(MODEL_REPOSITORY)/rtmo/config.pbtxt  ## SOAK_MINUTES of mixed image sizes: failures, latency and RSS over time (reports/soak/)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Tools for deploy/: Debian packages (apt-get as root, else sudo) and one venv under .tools/.
+# Tools beyond the virtualenv, from Debian (apt-get as root, else sudo):
 #   deploy/install_tools.sh kubectl    kubectl, to render deploy/k8s in `make test`; where none is
 #                                      installed, Debian's kubernetes-client (kubectl 1.20, whose
 #                                      built-in kustomize the overlays are written for too)
-#   deploy/install_tools.sh rehearse   HAProxy for `make rehearse-scale` (its locust is perf's,
-#                                      from `make setup-dev`)
+#   deploy/install_tools.sh rehearse   HAProxy for `make rehearse-scale` (perf/scale; its locust
+#                                      is perf's, from `make setup-dev`)
 # Idempotent: what is installed already is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -21,6 +21,7 @@ from perf import processes, triton_metrics
 from perf.tables import markdown_table
 from rtmo_triton import spec
 from rtmo_triton.serve.local import TritonServer, exit_on_sigterm, free_port
+from rtmo_triton.whole_files import write_whole
 
 from .balancer import HAProxy, Replica
 
@@ -323,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()
     result = rehearse(args)
     args.report_dir.mkdir(parents=True, exist_ok=True)
-    (args.report_dir / "rehearsal.json").write_text(json.dumps(result, indent=1, default=str))
-    (args.report_dir / "rehearsal.md").write_text(report_markdown(result, args))
+    write_whole(args.report_dir / "rehearsal.json", json.dumps(result, indent=1, default=str))
+    write_whole(args.report_dir / "rehearsal.md", report_markdown(result, args))
     base, run = result["baseline"], result["main"]
     print(f"report: {args.report_dir / 'rehearsal.md'}")
     print(f"scale rehearsal: {run['ok']} ok, {run['failed']} failed, {args.replicas} replicas, "

@@ -8,5 +8,5 @@ turn the way a rolling update does it: taken out of the balancer (the pod
 leaving the Service's endpoints, covered by the preStop sleep), SIGTERM
 (Triton finishes in-flight requests), started, back in once ready.
 
-    python -m deploy.rehearse --model-repository model_repository
+    python -m perf.scale --model-repository model_repository
 """
