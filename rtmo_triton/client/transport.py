@@ -107,17 +107,17 @@ def connect(url: str | None = None, protocol: str = "http", *, concurrency: int 
                                            connection_timeout=timeout_s, network_timeout=timeout_s)
     else:
         raw = GrpcDeadline(module.InferenceServerClient(url), timeout_s)
-    return Client(raw, protocol, timeout_s=timeout_s, retries=retries)
+    return Client(raw, protocol, retries=retries)
 
 
 class Client:
-    """One tritonclient connection that knows its protocol, timeout and retries: the calls every tool
-    makes (readiness, config, inference) take it alone, and resolve nothing per call."""
+    """One tritonclient connection that knows its protocol and retries (its timeout is the raw
+    client's: set when an HTTP client is made, per call by ``GrpcDeadline`` for gRPC): the calls every
+    tool makes (readiness, config, inference) take it alone, and resolve nothing per call."""
 
-    def __init__(self, raw: Any, protocol: str, *, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-                 retries: int = DEFAULT_RETRIES) -> None:
+    def __init__(self, raw: Any, protocol: str, *, retries: int = DEFAULT_RETRIES) -> None:
         self.raw, self.protocol, self.module = raw, protocol, client_module(protocol)
-        self.timeout_s, self.retries = timeout_s, retries
+        self.retries = retries
 
     def config(self, model: str = spec.ENSEMBLE_NAME) -> dict:
         """The model's config as a dict, whichever protocol fetched it."""
