@@ -18,9 +18,7 @@ import numpy as np
 
 from ..people import People
 from . import exit_codes
-from .transport import (
-    DEFAULT_TIMEOUT_S,
-)
+from .transport import DEFAULT_TIMEOUT_S
 from .video_io import SourceError
 from .video_outputs import Progress
 from .video_sender import Reply
@@ -277,5 +275,3 @@ def _close_frames(frames: Iterable) -> None:
     close = getattr(frames, "close", None)
     if callable(close):
         close()
-
-

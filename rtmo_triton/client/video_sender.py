@@ -93,5 +93,3 @@ class FrameSender:
                 client.close()
             except Exception:  # closing is best effort; the process is ending anyway
                 pass
-
-
