@@ -111,13 +111,9 @@ def autoscaler_query() -> tuple[str, list[tuple[str, str]], float]:
 
 def counters(replicas: list[TritonServer], selectors: list[tuple[str, str]]) -> list[float]:
     """Each selector's counter summed over the replicas, read from their /metrics."""
-    sums = [0.0] * len(selectors)
-    names = {name for name, _ in selectors}
-    for replica in replicas:
-        values = triton_metrics.by_model(triton_metrics.scrape(replica.metrics_url, timeout_s=5), names)
-        for i, (name, model) in enumerate(selectors):
-            sums[i] += sum(v for (n, m), v in values.items() if n == name and re.fullmatch(model, m))
-    return sums
+    texts = [triton_metrics.scrape(replica.metrics_url, timeout_s=5) for replica in replicas]
+    return [sum(sum(triton_metrics.by_model(text, [name], model=model).values()) for text in texts)
+            for name, model in selectors]
 
 
 def phase_figures(locust: Locust, name: str, replicas: int, users: int) -> dict:
