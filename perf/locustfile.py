@@ -20,7 +20,6 @@ import json
 import os
 import random
 import time
-from pathlib import Path
 
 import grpc.experimental.gevent as grpc_gevent
 from locust import User, constant, events, task
@@ -32,6 +31,7 @@ from perf.contract import contract_problem, served_keypoints  # noqa: E402
 from perf.inputs import benchmark_jpegs  # noqa: E402
 from rtmo_triton.client import connect  # noqa: E402
 from rtmo_triton.client.transport import describe_error  # noqa: E402
+from rtmo_triton.whole_files import write_whole  # noqa: E402
 
 JPEGS = {f"{w}x{h}": jpeg for (w, h), jpeg in benchmark_jpegs().items()}
 TIMEOUT_S = 60.0
@@ -107,7 +107,7 @@ def _write_summary(environment, **kwargs) -> None:
                 "p99_ms": entry.get_response_time_percentile(0.99),
                 "first_s": entry.start_time, "last_s": entry.last_request_timestamp}
 
-    Path(path).write_text(json.dumps({
+    write_whole(path, json.dumps({
         "total": summary(stats.total),
         "by_protocol": {name: summary(entry) for name, entry in sorted(by_protocol.items())},
         "errors": {f"{e.method} {e.name}: {e.error}": e.occurrences for e in stats.errors.values()},
