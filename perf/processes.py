@@ -3,6 +3,7 @@ named by its role, with CPU time and resident memory. (The serving side, which m
 standard library alone, reads ``/proc`` itself: ``rtmo_triton.serve.guard.stub_processes``.)"""
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -65,6 +66,12 @@ def cpu_by_role(procs: list[psutil.Process]) -> dict[str, float]:
         if (seconds := _cpu(p)) is not None:
             found[role(p)] += seconds
     return found
+
+
+def own_cpu_seconds(before: os.times_result, after: os.times_result) -> float:
+    """This process's user + system CPU seconds between two ``os.times()`` readings, each clock
+    subtracted on its own: summing first and subtracting after can round an idle interval below 0."""
+    return (after.user - before.user) + (after.system - before.system)
 
 
 def rss_bytes(procs: list[psutil.Process]) -> int:

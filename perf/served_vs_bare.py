@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             t0, own0 = time.perf_counter(), os.times()
             runs = engine_closed_loop(engine, x, c, args.seconds)
             own1, bare = os.times(), runs / (time.perf_counter() - t0)
-            cpu_s[c][BARE] += own1.user + own1.system - own0.user - own0.system
+            cpu_s[c][BARE] += processes.own_cpu_seconds(own0, own1)
             images[c, BARE] += runs
             rows.append({"round": rnd, "concurrency": c, "served_per_s": served, "bare_per_s": bare,
                          "ratio": served / bare})

@@ -79,3 +79,11 @@ def test_a_process_that_has_gone_has_no_tree(stub_child):
     stub_child.kill()
     stub_child.wait()
     assert processes.tree(stub_child.pid) == []
+
+
+def test_own_cpu_time_of_an_idle_interval_is_zero_not_a_rounding_below_it():
+    """(0.01 + 0.02) - 0.01 - 0.02 is -3.5e-18 in floats: the clocks are subtracted one by one."""
+    idle = os.times_result((0.01, 0.02, 0.0, 0.0, 5.0))
+    assert processes.own_cpu_seconds(idle, idle) == 0.0
+    later = os.times_result((0.01, 0.05, 0.0, 0.0, 6.0))
+    assert processes.own_cpu_seconds(idle, later) == pytest.approx(0.03)

@@ -225,7 +225,7 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list
                 level = {"concurrency": c, "requests": n, "ok": ok, "errors": errors[:3],
                          "images_per_s": rate, "latency_ms": _latency(outcomes), "models": stats,
                          "host_cores_busy": cores_used(host0, host1, os.cpu_count() or 1),
-                         "client_cores": (own1.user + own1.system - own0.user - own0.system) / wall}
+                         "client_cores": processes.own_cpu_seconds(own0, own1) / wall}
                 result["levels"].append(level)
                 log(f"[served] {preprocess} preprocess, concurrency {c}: {rate:.1f} images/s, "
                     f"p50 {level['latency_ms']['p50']:.1f} ms, "
