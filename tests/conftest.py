@@ -1,9 +1,10 @@
 """The servers the server tests share, and the guard of ``make test-fast``.
 
-One tritonserver per repository kind serves every test that only sends requests and reads answers
-(deltas of the server's statistics, never their totals), started once for the session. The kinds
-that compare people with mmpose's keep every cell; the tools' tests take the default K, which costs
-them less decoding.
+The tools' tests (rtmo-eval, rtmo-video) share one tritonserver for the session: they only send
+requests and read answers (deltas of the server's statistics, never their totals), and compare the
+server with itself, so it serves the build's default K. test_server's keep-every-cell servers, which
+compare people with mmpose's, stay its own, one at a time: each holds gigabytes once it has decoded
+every cell of 8-image requests.
 
 ``make test-fast`` runs the tests not marked ``server``; under it (RTMO_TEST_FAST=1) a test that
 starts a tritonserver anyway fails, so a missing marker shows instead of slowing the fast run."""
@@ -45,19 +46,6 @@ def _fast_runs_start_no_server():
         yield
     finally:
         subprocess.Popen = real
-
-
-@pytest.fixture(scope="session")
-def reference_server(tmp_path_factory):
-    """The fixture checkpoint, every cell kept, the numpy/OpenCV preprocess and decode models."""
-    yield from serve_fixture_repository(tmp_path_factory, "reference-cpu", "--preprocess", "cpu")
-
-
-@pytest.fixture(scope="session")
-def reference_server_torch_stages(tmp_path_factory):
-    """The same with the torch preprocess and decode of ``PREPROCESS=gpu``, here on the CPU: the code a
-    GPU host runs on CUDA."""
-    yield from serve_fixture_repository(tmp_path_factory, "reference-gpu", "--preprocess", "gpu")
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,10 @@
 """A real tritonserver serving the fixture checkpoint, for the server tests.
 
 Built at K ≥ every cell and the fixtures' thresholds, so the served people
-must equal the reference's final predictions. ``conftest.py`` serves one
-such repository per kind for the whole session; a test that changes the build
-or the server (queue limits, killed stubs, another launcher) builds its own.
+must equal the reference's final predictions. ``conftest.py`` serves the one
+kind the tools' tests share for the whole session; a test that changes the
+build or the server (queue limits, killed stubs, another launcher) builds its
+own.
 """
 from __future__ import annotations
 
