@@ -86,7 +86,8 @@ def test_rows_equal_the_cpu_preprocess(pictures, with_decoder):
     names = ["coco", "crowd", "jpeg", "grey", "png", "webp", "cmyk"]
     requests = [[pictures[n] for n in names[:3]], [pictures[n] for n in names[3:]]]
     decoder = LibjpegDecoder() if with_decoder else None
-    results = (stage_run := stage(decoder)).run(requests)
+    preprocess = stage(decoder)
+    results = preprocess.run(requests)
     for request, result in zip(requests, results):
         assert result.error is None
         want_inputs, want_affines = cpu_rows(request)
@@ -94,7 +95,7 @@ def test_rows_equal_the_cpu_preprocess(pictures, with_decoder):
         np.testing.assert_array_equal(result.affines, want_affines)
     if decoder:  # every plain JPEG of every request in one call; PNG, WebP and CMYK never reach it
         assert decoder.calls == [4]
-    assert stage_run.cpu_decodes == (3 if decoder else len(names))
+    assert preprocess.cpu_decodes == (3 if decoder else len(names))
 
 
 def test_a_stream_the_decoder_refuses_goes_to_the_cpu_for_that_image_alone(pictures):
