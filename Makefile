@@ -22,6 +22,7 @@ PYTHONS ?=
 ENGINE_THREADS ?=
 ENGINE ?=
 PREPROCESS ?=
+JPEG_DECODER ?=
 PRECISION ?=
 OUT ?= out
 TRITONSERVER ?=
@@ -33,7 +34,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 VENV_FLAGS ?= $(shell $(PYTHON) -c "import tensorrt" >/dev/null 2>&1 && echo --system-site-packages)
 
 BUILD_FLAGS = --model-repository $(MODEL_REPOSITORY) $(if $(ENGINE),--engine $(ENGINE)) \
-	$(if $(PREPROCESS),--preprocess $(PREPROCESS)) \
+	$(if $(PREPROCESS),--preprocess $(PREPROCESS)) $(if $(JPEG_DECODER),--jpeg-decoder $(JPEG_DECODER)) \
 	$(if $(PRECISION),--precision $(PRECISION)) \
 	$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(BENCHMARK),--benchmark-weights --calibration-images $(CALIBRATION)) \
 	$(if $(TOPK),--topk $(TOPK)) \

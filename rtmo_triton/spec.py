@@ -130,6 +130,11 @@ PRECISIONS = ("fp16", "fp32")
 is without TF32."""
 DEFAULT_PRECISION = "fp16"
 
+JPEG_DECODERS = ("torchvision", "nvimgcodec")
+"""The batched JPEG decoders of the GPU-resident preprocess (``served.gpu.jpeg_decoders``)."""
+DEFAULT_JPEG_DECODER = "torchvision"
+"""On the GPU hosts' images already; nvImageCodec is measured against it by ``make gpu-check``."""
+
 AUTO_THREADS = "auto"
 """Engine threads left to the serving host, decided at load time (``served.cpus.engine_threads``)."""
 
@@ -218,6 +223,7 @@ class Param:
     INTRA_OP_THREADS = "intra_op_threads"
     PRECISION = "precision"
     CUDA_GRAPHS = "cuda_graphs"
+    JPEG_DECODER = "jpeg_decoder"
     NEEDS_TORCH = "needs_torch"  # YES on a model importing PyTorch (serve/tritonserver.py finds one)
     SCORE_THR = "score_thr"
     NMS_THR = "nms_thr"

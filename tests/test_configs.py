@@ -142,7 +142,13 @@ def test_gpu_preprocess_models_run_beside_the_engine_and_take_device_tensors():
             assert params(got)[spec.Param.NEEDS_TORCH] == spec.YES
             assert spec.Param.NEEDS_TORCH not in params(was)
             assert params(got)["FORCE_CPU_ONLY_INPUT_TENSORS"] == spec.NO
+            assert spec.Param.JPEG_DECODER not in params(was)
             assert list(got.input) == list(was.input) and list(got.output) == list(was.output)
         assert gpu[spec.ENGINE_NAME] == cpu[spec.ENGINE_NAME]
+        assert params(gpu[spec.PREPROCESS_NAME])[spec.Param.JPEG_DECODER] == spec.DEFAULT_JPEG_DECODER
+    picked = parsed(replace(BASE, preprocess="gpu", jpeg_decoder="nvimgcodec"))
+    assert params(picked[spec.PREPROCESS_NAME])[spec.Param.JPEG_DECODER] == "nvimgcodec"
     with pytest.raises(ValueError, match="preprocess"):
         replace(BASE, preprocess="tpu")
+    with pytest.raises(ValueError, match="JPEG decoder"):
+        replace(BASE, preprocess="gpu", jpeg_decoder="libjpeg")

@@ -59,17 +59,25 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
     assert probe["800"]["keypoint_px"]["max"] > probe["100"]["keypoint_px"]["max"] > 0
     assert sections["ceiling"]["variants"]["t"]["1"]["eager"]["images_per_s"] > 0
     assert "skipped" in sections["copies"]
-    # the GPU-resident stages: on the CPU, libjpeg-turbo stands in for nvJPEG, so pixels and people agree
+    # the GPU-resident stages: on the CPU, libjpeg-turbo stands in for nvJPEG and nvImageCodec runs its
+    # own libjpeg-turbo, so each decoder's pixels and people agree with the CPU path's
     jpeg = sections["jpeg"]
-    assert all(d["max_abs"] == 0 and d["values"] > 0 for d in jpeg["pixels"].values())
-    assert jpeg["letterbox"]["differing_values"] == 0 and jpeg["corruption"]["corrupted_images"] == 0
-    people = jpeg["people"]
-    assert people["people"]["missed"] == people["people"]["extra"] == 0 and people["people"]["found"] > 0
-    on_device = people["device_decoder"]
+    assert jpeg["letterbox"]["differing_values"] == 0
+    on_device = jpeg["device_decoder"]
     assert on_device["same_people_counts"] and on_device["max_abs_keypoint_px"] < 1e-2
-    assert all(r["preprocess_batch_2_host_cpu_ms_per_image"] > 0 for r in jpeg["throughput"].values())
+    assert set(jpeg["decoders"]) == set(spec.JPEG_DECODERS)
+    assert all(rate > 0 for rate in jpeg["libjpeg_one_core_images_per_s"].values())
+    for name, measured in jpeg["decoders"].items():
+        assert "error" not in measured and "skipped" not in measured, (name, measured)
+        assert all(d["max_abs"] == 0 and d["values"] > 0 and d["refused"] == 0
+                   for d in measured["pixels"].values()), name
+        assert measured["corruption"]["corrupted_images"] == measured["corruption"]["refused_images"] == 0
+        people = measured["people"]["people"]
+        assert people["missed"] == people["extra"] == 0 and people["found"] > 0, name
+        assert all(r["preprocess_batch_2_host_cpu_ms_per_image"] > 0 for r in measured["throughput"].values())
     served = sections["served"]["forms"]["gpu"]  # the dry run's one form: the torch stages, on the CPU
     assert served["preprocess"] == "gpu" and served["weights"] == "fixture checkpoint"
+    assert served["jpeg_decoder"] == spec.DEFAULT_JPEG_DECODER
     assert list(served["lone_request_ms"]) == ["64x48"] and served["lone_request_ms"]["64x48"]["p50"] > 0
     assert [level["concurrency"] for level in served["levels"]] == [1, 3]
     cpus = report["environment"]["cpus"]
@@ -84,7 +92,8 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
     assert all(size > 0 for size in served["shm_bytes_per_model"].values())
     md = (tmp_path / "out" / "gpu_check.md").read_text()
     assert md.startswith("# GPU check — DRY RUN on the CPU") and "| t (fixture checkpoint) | fp16 |" in md
-    assert "## Served ensemble, torch flavour, gpu preprocess" in md and "## GPU-resident stages" in md
+    assert f"## Served ensemble, torch flavour, gpu preprocess, JPEGs by {spec.DEFAULT_JPEG_DECODER} (" in md
+    assert "## GPU-resident stages" in md and "### nvimgcodec: JPEG decoded" in md
     assert (f"| concurrency | {spec.PREPROCESS_NAME} (3) | {spec.ENGINE_NAME} (2) | {spec.DECODE_NAME} (1) |"
             in md)
 
@@ -218,6 +227,7 @@ def test_the_served_repository_carries_the_bundles_stub_wheels_in_every_python_m
     wheel = _wheel(tmp_path, "tinycarried")
     repo = tmp_path / "repo"
     build_repository(repo, checkpoint=CHECKPOINT_T, max_batch=2, carried=[wheel], preprocess="cpu",
+                     jpeg_decoder=spec.DEFAULT_JPEG_DECODER,
                      log=lambda *_: None)
     models = sorted(p.parent.parent.name for p in repo.glob("*/1/model.py"))
     assert models == sorted([spec.PREPROCESS_NAME, spec.ENGINE_NAME, spec.DECODE_NAME])

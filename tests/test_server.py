@@ -17,7 +17,7 @@ from perf.triton_metrics import by_model, scrape
 from rtmo_triton import spec
 from rtmo_triton.client import connect, infer, parse_outputs
 
-from .golden import OUTPUT_FILES, assert_people_match, load_output
+from .golden import IMAGE_OF, IMAGES, OUTPUT_FILES, assert_people_match, load_output
 from .served import get_json, serve_fixture_repository
 from .test_image_io import png_header
 
@@ -33,8 +33,9 @@ def server(request, tmp_path_factory):
     Module scope, one form at a time: pytest stops the first before it starts the second. Keeping every
     cell, a stub holds gigabytes after the 8-image requests; two such servers beside the session's
     shared one ran a CI machine out of memory."""
-    yield from serve_fixture_repository(tmp_path_factory, f"reference-{request.param}",
-                                        "--preprocess", request.param)
+    form, _, decoder = request.param.partition("-")
+    yield from serve_fixture_repository(tmp_path_factory, f"reference-{request.param}", "--preprocess", form,
+                                        *(("--jpeg-decoder", decoder) if decoder else ()))
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +197,23 @@ def test_the_torch_preprocess_counts_its_host_decodes_on_metrics(server, images)
     before = host_decodes(server)
     assert all(people.ok for people in infer(server.http_url, "http", images[:3]))
     assert host_decodes(server) - before == 3
+
+
+@pytest.mark.parametrize("server", ["gpu-nvimgcodec"], indirect=True, ids=["preprocess-gpu-nvimgcodec"])
+def test_nvimgcodec_serves_the_fixture_jpegs_and_a_corrupt_one_fails_alone(server, refs):
+    """``JPEG_DECODER=nvimgcodec`` (its libjpeg-turbo back end here): the photos mmpose decoded, sent as
+    their own JPEG files in one request, give its people; a corrupt stream in the request beside them
+    fails with the CPU path's error."""
+    ids = [path.stem.removeprefix("outputs_rtmo-t_") for path in OUTPUT_FILES]
+    jpegs = [k for k, i in enumerate(ids) if IMAGE_OF[i].endswith(".jpg")]
+    files = [(IMAGES / IMAGE_OF[ids[k]]).read_bytes() for k in jpegs]
+    before = host_decodes(server)
+    client = connect(server.grpc_url, "grpc", concurrency=2)
+    try:
+        good, bad = client.infer([files, [files[0][:-2000] + bytes(200)]], concurrency=2, retries=0)
+    finally:
+        client.close()
+    assert good.error is None, good.error
+    check(parse_outputs(good.outputs), [refs[k] for k in jpegs], [OUTPUT_FILES[k] for k in jpegs])
+    assert bad.error is not None and "could not be decoded" in str(bad.error)
+    assert host_decodes(server) - before == len(files) + 1  # a CPU device: all of them on the host

@@ -5,8 +5,16 @@ import sys
 
 import pytest
 
+from rtmo_triton import spec
 from rtmo_triton.build import flavour as flavour_module
-from rtmo_triton.build.flavour import FLAVOURS, Flavour, FlavourError, choose_flavour, choose_preprocess
+from rtmo_triton.build.flavour import (
+    FLAVOURS,
+    Flavour,
+    FlavourError,
+    choose_flavour,
+    choose_jpeg_decoder,
+    choose_preprocess,
+)
 from rtmo_triton.build.trt.compat import NoPlatform
 
 NO_CUDA = "PyTorch 2.11.0 sees no CUDA device"
@@ -139,3 +147,11 @@ def test_preprocess_follows_the_engine_unless_asked(requested, device, chosen):
 def test_unknown_preprocess():
     with pytest.raises(FlavourError, match="unknown preprocess"):
         choose_preprocess("fpga", Flavour("onnx", "test"))
+
+
+def test_the_jpeg_decoder_defaults_and_belongs_to_the_gpu_preprocess():
+    assert choose_jpeg_decoder(None, "gpu") == spec.DEFAULT_JPEG_DECODER
+    assert choose_jpeg_decoder("nvimgcodec", "gpu") == "nvimgcodec"
+    assert choose_jpeg_decoder(None, "cpu") == spec.DEFAULT_JPEG_DECODER  # unused there, never written
+    with pytest.raises(FlavourError, match="add PREPROCESS=gpu"):
+        choose_jpeg_decoder("nvimgcodec", "cpu")

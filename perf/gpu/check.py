@@ -10,9 +10,10 @@ short keeps what it finished), each failing alone:
 2. dcc_probe: the same candidates' keypoints with the bin code in FP16 vs FP32, box sizes 100-800 px;
 3. ceiling: the deploy graph alone, RTMO-s/m/l FP16 channels-last, eager and CUDA graphs, batch 1/8/32;
 4. copies: host↔device time of the engine's input and outputs;
-5. jpeg: the GPU-resident stages on the device (``gpu_jpeg``): nvJPEG's pixels and what they do to
-   people against libjpeg-turbo's, the letterbox and decoder against their CPU forms, decode
-   throughput and host CPU per image, and the repeated-batch corruption test;
+5. jpeg: the GPU-resident stages on the device (``gpu.jpeg``): for each batched JPEG decoder
+   (torchvision's nvJPEG, nvImageCodec) its pixels and what they do to people against libjpeg-turbo's,
+   decode throughput and host CPU per image, and the repeated-batch corruption test; the letterbox and
+   decoder against their CPU forms;
 6. served: the ensemble with the torch flavour on the GPU in pytriton's tritonserver, once per
    ``--preprocess`` form (GPU-resident stages, then the CPU ones, side by side), gRPC load at each
    concurrency with real JPEGs, the engine's mean batch, host CPU per image, and the Python backend's
@@ -70,6 +71,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default: %(default)s)")
     p.add_argument("--preprocess", default=None,
                    help="served: the preprocess forms measured, in order (default gpu,cpu; dry run: gpu)")
+    p.add_argument("--jpeg-decoder", choices=spec.JPEG_DECODERS, default=spec.DEFAULT_JPEG_DECODER,
+                   help="served: the GPU preprocess's JPEG decoder, as `make build-engines JPEG_DECODER=` "
+                        "(default: %(default)s)")
     p.add_argument("--variants", default=None, help="random-weight variants (default s,m,l; dry run: none)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile in the ceiling (slow)")
     p.add_argument("--precision", choices=spec.PRECISIONS, default=spec.DEFAULT_PRECISION,
@@ -325,9 +329,10 @@ def _server_cpu_ms(lv: dict) -> str:
 def _served(s: dict, ceiling: float | None = None) -> list[str]:
     if "forms" in s:  # one run per preprocess form
         return [line for form in s["forms"].values() for line in _served(form, ceiling)]
-    form = s.get("preprocess", "cpu")
+    form = s.get("preprocess", "cpu") + " preprocess"
+    form += f", JPEGs by {s['jpeg_decoder']}" if s.get("jpeg_decoder") else ""
     vs = f", served ÷ engine ceiling at batch {s['max_batch']} ({ceiling:.0f} images/s)" if ceiling else ""
-    lines = [f"## Served ensemble, torch flavour, {form} preprocess ({'; '.join(s.get('engine', []))})", "",
+    lines = [f"## Served ensemble, torch flavour, {form} ({'; '.join(s.get('engine', []))})", "",
              f"Repository built in {s['build_s']} s, server ready in {s.get('start_s')} s; "
              f"{s['images']} real JPEGs cycled, one image per request over gRPC, max batch "
              f"{s['max_batch']}; weights: {s.get('weights', 'random')}.", ""]
@@ -367,35 +372,49 @@ def _served(s: dict, ceiling: float | None = None) -> list[str]:
     return [*lines, ""]
 
 
-def _jpeg(j: dict) -> list[str]:
-    lines = [f"## GPU-resident stages on the device ({j['decoder']})", "",
-             "JPEG pixels against libjpeg-turbo's (the CPU path), every BGR value:", ""]
-    lines += head(("images", "count", "values differing", "mean abs", "p99 abs", "max abs"))
-    for name, d in j["pixels"].items():
-        lines.append(row(name, d["images"], f"{d['differing_share']:.2%}", _f(d["mean_abs"], 3),
-                          _f(d["p99_abs"], 1), d["max_abs"]))
-    pp, k = j["people"]["people"], j["people"]["keypoint_px"]
-    dd, lb, c = j["people"]["device_decoder"], j["letterbox"], j["corruption"]
-    lines += ["", f"- people from GPU-decoded pixels against CPU-decoded ones (FP32, same weights): "
+def _jpeg_decoder(name: str, d: dict, libjpeg: dict[str, float]) -> list[str]:
+    lines = [f"### {name}: {d['decoder']}", ""]
+    if "skipped" in d or "error" in d:
+        return [*lines, f"- not measured: {d.get('error') or d['skipped']}", ""]
+    lines += ["JPEG pixels against libjpeg-turbo's (the CPU path), every BGR value:", ""]
+    lines += head(("images", "count", "refused", "values differing", "mean abs", "p99 abs", "max abs"))
+    for size, p in d["pixels"].items():
+        if not p["values"]:
+            lines.append(row(size, p["images"], p["refused"], "", "", "", ""))
+            continue
+        lines.append(row(size, p["images"], p["refused"], f"{p['differing_share']:.2%}", _f(p["mean_abs"], 3),
+                         _f(p["p99_abs"], 1), p["max_abs"]))
+    pp, k, c = d["people"]["people"], d["people"]["keypoint_px"], d["corruption"]
+    lines += ["", f"- people from its pixels against CPU-decoded ones (FP32, same weights): "
               f"{pp['reference']} / found {pp['found']} / missed {pp['missed']} / extra {pp['extra']}; "
               f"keypoints p50 / p99 / max {_three(k)} px",
-              f"- letterbox on the device against OpenCV's, same pixels: {lb['differing_values']} values "
-              f"differ over {lb['images']} images",
-              f"- decoder on the device against numpy's: same people counts {dd['same_people_counts']}, "
-              f"keypoint max {_f(dd['max_abs_keypoint_px'], 5)} px, score max {_f(dd['max_abs_score'], 6)}",
               f"- repeated-batch corruption test: {c['corrupted_images']} corrupted images in {c['repeats']} "
-              f"decodes of a batch of {c['batch']} with kernels queued between them", "",
+              f"decodes of a batch of {c['batch']} ({c['refused_images']} refused) with kernels queued "
+              "between them", "",
               "Decode throughput (images/s) and the GPU preprocess's host CPU per image:", ""]
-    rows = j["throughput"]
+    rows = d["throughput"]
     batches = sorted({int(k.split("_")[2]) for r in rows.values() for k in r if k.startswith("decode_batch")})
-    lines += head(("size", "libjpeg-turbo, one core", *(f"GPU decode, batch {b}" for b in batches),
-                     *(f"preprocess batch {b}: images/s · host CPU ms/image" for b in batches)))
+    lines += head(("size", "libjpeg-turbo, one core", *(f"decode, batch {b}" for b in batches),
+                   *(f"preprocess batch {b}: images/s · host CPU ms/image" for b in batches)))
     for size, r in rows.items():
-        lines.append(row(size, f"{r['libjpeg_one_core_images_per_s']:.0f}",
-                          *(f"{r[f'decode_batch_{b}_images_per_s']:.0f}" for b in batches),
-                          *(f"{r[f'preprocess_batch_{b}_images_per_s']:.0f} · "
-                            f"{r[f'preprocess_batch_{b}_host_cpu_ms_per_image']:.2f}" for b in batches)))
+        lines.append(row(size, f"{libjpeg[size]:.0f}",
+                         *(f"{r[f'decode_batch_{b}_images_per_s']:.0f}" for b in batches),
+                         *(f"{r[f'preprocess_batch_{b}_images_per_s']:.0f} · "
+                           f"{r[f'preprocess_batch_{b}_host_cpu_ms_per_image']:.2f}" for b in batches)))
     return [*lines, ""]
+
+
+def _jpeg(j: dict) -> list[str]:
+    dd, lb = j["device_decoder"], j["letterbox"]
+    lines = ["## GPU-resident stages on the device", "",
+             f"- letterbox on the device against OpenCV's, same pixels: {lb['differing_values']} values "
+             f"differ over {lb['images']} images",
+             f"- decoder on the device against numpy's: same people counts {dd['same_people_counts']}, "
+             f"keypoint max {_f(dd['max_abs_keypoint_px'], 5)} px, "
+             f"score max {_f(dd['max_abs_score'], 6)}", ""]
+    for name, d in j["decoders"].items():
+        lines += _jpeg_decoder(name, d, j["libjpeg_one_core_images_per_s"])
+    return lines
 
 
 def markdown(data: dict) -> str:
@@ -535,6 +554,7 @@ def _serve(args, root: Path, work: Path, carried: list[Path]) -> dict:
                                      checkpoint=CHECKPOINT_T if args.dry_run else None,
                                      max_batch=2 if args.dry_run else 8, tuned=args.tuned,
                                      concurrencies=args.concurrencies, preprocess=form,
+                                     jpeg_decoder=args.jpeg_decoder,
                                      benchmark=args.served_weights == "benchmark" and not args.dry_run,
                                      level_s=1.0 if args.dry_run else 6.0)
     return {"forms": forms}

@@ -1,5 +1,7 @@
-"""The GPU-resident stages on the device: what nvJPEG does to pixels and people, the letterbox and the
-decoder against their CPU forms there, decode throughput, and the repeated-batch corruption test.
+"""The GPU-resident stages on the device: what each batched JPEG decoder (``spec.JPEG_DECODERS``:
+torchvision's nvJPEG, nvImageCodec) does to pixels and people, its throughput and host CPU per image,
+and the repeated-batch corruption test; the letterbox and the decoder against their CPU forms there.
+The served decoder is chosen from these figures (docs/gpu.md).
 
 GPU JPEG decoding is not bit-exact with libjpeg-turbo (chroma upsampling, IDCT), so its pixels are
 measured, and what they do to people: the same weights on the same device over CPU-decoded and
@@ -20,8 +22,9 @@ import torch
 from perf.inputs import FIXTURES
 from rtmo_triton import spec
 from rtmo_triton.served.gpu.decode import decode_batch as decode_on_device
+from rtmo_triton.served.gpu.jpeg_decoders import JpegDecoder, jpeg_decoder
 from rtmo_triton.served.gpu.letterbox import letterbox as letterbox_on_device
-from rtmo_triton.served.gpu.preprocess import GpuPreprocess, JpegDecoder, default_decoder
+from rtmo_triton.served.gpu.preprocess import GpuPreprocess
 from rtmo_triton.served.image_io import decode_bgr
 from rtmo_triton.served.letterbox import letterbox
 from rtmo_triton.served.postprocess import decode_batch, stack_people
@@ -44,29 +47,37 @@ def sized_jpegs(sizes=SIZES) -> dict[str, list[bytes]]:
 
 def libjpeg_decoder(device: torch.device) -> JpegDecoder:
     """libjpeg-turbo's pixels uploaded to ``device``: the dry run's stand-in for a GPU decoder."""
-    def decode(encoded: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [torch.from_numpy(simplejpeg.decode_jpeg(t.numpy().tobytes(), colorspace="RGB"))
-                .permute(2, 0, 1).to(device) for t in encoded]
+    def decode(encoded: list[bytes]) -> list[torch.Tensor]:
+        return [torch.from_numpy(simplejpeg.decode_jpeg(d, colorspace="BGR")).to(device) for d in encoded]
     return decode
 
 
-def chosen_decoder(device: torch.device) -> tuple[JpegDecoder, str]:
-    decoder, how = default_decoder(device)
-    return (decoder, how) if decoder else (libjpeg_decoder(device), f"{how}; libjpeg-turbo stands in")
+def measured_decoder(name: str, device: torch.device) -> tuple[JpegDecoder | None, str]:
+    """The served preprocess's decoder ``name`` on ``device``; on the CPU, where torchvision leaves JPEGs
+    to the CPU path, libjpeg-turbo stands in. None (with why) where a GPU host cannot run it."""
+    decoder, how = jpeg_decoder(name, device)
+    if decoder is None and device.type != "cuda":
+        return libjpeg_decoder(device), f"{how}; libjpeg-turbo stands in"
+    return decoder, how
 
 
 def pixel_differences(jpegs: list[bytes], decoder: JpegDecoder, device: torch.device) -> dict:
-    """GPU-decoded BGR pixels against the CPU path's, over every value of every image."""
-    diffs = []
+    """GPU-decoded BGR pixels against the CPU path's, over every value of every image it decoded; the
+    images it refused (answered None) are counted, not compared."""
+    diffs, refused = [], 0
     for data in jpegs:
+        [bgr] = decoder([data])
+        if bgr is None:
+            refused += 1
+            continue
         cpu = decode_bgr(data, spec.DEFAULT_MAX_PIXELS).astype(np.int16)
-        [rgb] = decoder([torch.frombuffer(bytearray(data), dtype=torch.uint8)])
-        gpu = rgb.flip(0).permute(1, 2, 0).cpu().numpy().astype(np.int16)
-        diffs.append(np.abs(gpu - cpu).reshape(-1))
+        diffs.append(np.abs(bgr.cpu().numpy().astype(np.int16) - cpu).reshape(-1))
+    if not diffs:
+        return {"images": len(jpegs), "refused": refused, "values": 0}
     flat = np.concatenate(diffs)
-    return {"images": len(jpegs), "values": int(flat.size), "differing_share": float((flat > 0).mean()),
-            "mean_abs": float(flat.mean()), "p99_abs": float(np.percentile(flat, 99)),
-            "max_abs": int(flat.max())}
+    return {"images": len(jpegs), "refused": refused, "values": int(flat.size),
+            "differing_share": float((flat > 0).mean()), "mean_abs": float(flat.mean()),
+            "p99_abs": float(np.percentile(flat, 99)), "max_abs": int(flat.max())}
 
 
 def letterbox_exactness(jpegs: list[bytes], size: int, device: torch.device) -> dict:
@@ -81,35 +92,43 @@ def letterbox_exactness(jpegs: list[bytes], size: int, device: torch.device) -> 
 
 
 @torch.inference_mode()
-def people_effect(jpegs: list[bytes], decoder: JpegDecoder, device: torch.device, model) -> dict:
-    """People from GPU-decoded pixels against people from CPU-decoded ones: the same FP32 weights on the
-    device, the numpy decoder for both; and the device decoder against the numpy one on the same
-    engine outputs."""
+def _engine_outputs(jpegs: list[bytes], decoder: JpegDecoder | None, device: torch.device, model):
+    """The preprocess's rows for ``jpegs`` (one request) and the FP32 deploy graph's outputs on them."""
     from .numerics import SETTINGS, torch_outputs
 
-    size = model.variant.input_size
-    deploy = deploy_graph(model, spec.DEFAULT_TOPK)
+    stage = GpuPreprocess(input_size=model.variant.input_size, max_pixels=spec.DEFAULT_MAX_PIXELS,
+                          device=device, decoder=decoder)
+    [rows] = stage.run([jpegs])
     fp32 = next(s for s in SETTINGS if s.name == "fp32")
-    stages = {name: GpuPreprocess(input_size=size, max_pixels=spec.DEFAULT_MAX_PIXELS, device=device,
-                                  decoder=d) for name, d in (("cpu", None), ("gpu", decoder))}
-    [cpu_in], [gpu_in] = stages["cpu"].run([jpegs]), stages["gpu"].run([jpegs])
+    graph = deploy_graph(model, spec.DEFAULT_TOPK)
+    return rows, torch_outputs(graph, fp32, device, rows.inputs.cpu().numpy())
+
+
+def people_effect(jpegs: list[bytes], decoder: JpegDecoder, device: torch.device, model) -> dict:
+    """People from GPU-decoded pixels against people from CPU-decoded ones: the same FP32 weights on the
+    device, the numpy decoder for both."""
     people, raw = {}, {}
-    for name, rows in (("cpu", cpu_in), ("gpu", gpu_in)):
-        raw[name] = torch_outputs(deploy, fp32, device, rows.inputs.cpu().numpy())
+    for name, d in (("cpu", None), ("gpu", decoder)):
+        rows, raw[name] = _engine_outputs(jpegs, d, device, model)
         people[name] = decode_batch(raw[name], rows.affines, spec.DEFAULT_SCORE_THR, spec.DEFAULT_NMS_THR)
-    effect = compare(people["cpu"], people["gpu"], raw["gpu"])
-    want = stack_people(people["cpu"], model.num_keypoints)
-    got = decode_on_device({n: torch.as_tensor(v, device=device) for n, v in raw["cpu"].items()},
-                           torch.as_tensor(cpu_in.affines, device=device), score_thr=spec.DEFAULT_SCORE_THR,
+    return compare(people["cpu"], people["gpu"], raw["gpu"])
+
+
+def device_decoder_exactness(jpegs: list[bytes], device: torch.device, model) -> dict:
+    """The decoder on the device against the numpy one, on the same engine outputs."""
+    rows, raw = _engine_outputs(jpegs, None, device, model)
+    want = stack_people(decode_batch(raw, rows.affines, spec.DEFAULT_SCORE_THR, spec.DEFAULT_NMS_THR),
+                        model.num_keypoints)
+    got = decode_on_device({n: torch.as_tensor(v, device=device) for n, v in raw.items()},
+                           torch.as_tensor(rows.affines, device=device), score_thr=spec.DEFAULT_SCORE_THR,
                            nms_thr=spec.DEFAULT_NMS_THR, num_keypoints=model.num_keypoints)
     got = [g.cpu().numpy() for g in got]
     same_counts = bool(np.array_equal(got[0], want[0]))
-    effect["device_decoder"] = {
+    return {
         "same_people_counts": same_counts,
         "max_abs_keypoint_px": float(np.abs(got[3] - want[3]).max()) if same_counts else None,
         "max_abs_score": float(np.abs(got[2] - want[2]).max()) if same_counts else None,
     }
-    return effect
 
 
 def _synchronize(device: torch.device) -> None:
@@ -117,21 +136,27 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def libjpeg_throughput(jpegs: dict[str, list[bytes]], budget_s: float) -> dict[str, float]:
+    """Images/s of the CPU path's libjpeg-turbo on one core, per size: what a GPU decoder replaces."""
+    out = {}
+    for size, images in jpegs.items():
+        start, n = time.perf_counter(), 0
+        while time.perf_counter() - start < budget_s or n < len(images):
+            decode_bgr(images[n % len(images)], spec.DEFAULT_MAX_PIXELS)
+            n += 1
+        out[size] = n / (time.perf_counter() - start)
+    return out
+
+
 def decode_throughput(jpegs: dict[str, list[bytes]], decoder: JpegDecoder, device: torch.device,
                       batches: tuple[int, ...], budget_s: float) -> dict:
-    """Images/s of the batched device decode and of libjpeg-turbo on one core, per size and batch; and the
-    whole GPU preprocess's host CPU per image (what the served stage costs the host)."""
+    """Images/s of the batched device decode per size and batch, and the whole GPU preprocess's host CPU
+    per image (what the served stage costs the host)."""
     out: dict = {}
     for size, images in jpegs.items():
         row: dict = {}
-        cpu_start, n = time.perf_counter(), 0
-        while time.perf_counter() - cpu_start < budget_s / 4 or n < len(images):
-            decode_bgr(images[n % len(images)], spec.DEFAULT_MAX_PIXELS)
-            n += 1
-        row["libjpeg_one_core_images_per_s"] = n / (time.perf_counter() - cpu_start)
         for b in batches:
-            batch = [torch.frombuffer(bytearray(images[i % len(images)]), dtype=torch.uint8)
-                     for i in range(b)]
+            batch = [images[i % len(images)] for i in range(b)]
             decoder(batch)
             _synchronize(device)
             start, calls = time.perf_counter(), 0
@@ -160,33 +185,55 @@ def decode_throughput(jpegs: dict[str, list[bytes]], decoder: JpegDecoder, devic
 def corruption(jpegs: list[bytes], decoder: JpegDecoder, device: torch.device, repeats: int) -> dict:
     """The same batch decoded ``repeats`` times with matmuls queued on the stream between calls; images
     whose pixels differ from the first decode (0 expected)."""
-    batch = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in jpegs]
-    first = [t.clone() for t in decoder(batch)]
+    batch = list(jpegs)
+    first = [None if t is None else t.clone() for t in decoder(batch)]
     busy = torch.randn(2048, 2048, device=device)
     bad = 0
     for _ in range(repeats):
         for _ in range(4):  # queued work the decode must not write under
             busy = (busy @ busy).clamp_(-1, 1)
         again = decoder(batch)
-        bad += sum(not torch.equal(a, b) for a, b in zip(first, again))
+        bad += sum((a is None) != (b is None) or (a is not None and not torch.equal(a, b))
+                   for a, b in zip(first, again))
     _synchronize(device)
-    return {"batch": len(batch), "repeats": repeats, "corrupted_images": bad}
+    return {"batch": len(batch), "repeats": repeats, "refused_images": sum(t is None for t in first),
+            "corrupted_images": bad}
 
 
-def jpeg_section(*, device: torch.device, dry_run: bool, model) -> dict:
-    """Every measurement above; ``model`` gives the weights for the people comparison."""
-    decoder, how = chosen_decoder(device)
-    sizes = ((64, 48),) if dry_run else SIZES
-    jpegs = sized_jpegs(sizes)
-    photos = [p.read_bytes() for p in sorted((FIXTURES / "images").rglob("*.jpg"))]
+def decoder_section(name: str, *, device: torch.device, dry_run: bool, model, jpegs: dict[str, list[bytes]],
+                    photos: list[bytes]) -> dict:
+    """Pixels, people, throughput and the corruption test of one of ``spec.JPEG_DECODERS``."""
+    decoder, how = measured_decoder(name, device)
+    if decoder is None:
+        return {"decoder": how, "skipped": how}
     mixed = [j for images in jpegs.values() for j in images] + photos
     return {
         "decoder": how,
         "pixels": {"photos": pixel_differences(photos, decoder, device),
                    **{size: pixel_differences(images, decoder, device) for size, images in jpegs.items()}},
-        "letterbox": letterbox_exactness(photos[:2] if dry_run else photos, model.variant.input_size, device),
         "people": people_effect(photos[:2] if dry_run else photos, decoder, device, model),
         "throughput": decode_throughput(jpegs, decoder, device, (1, 2) if dry_run else (1, 8, 32),
                                         budget_s=0.5 if dry_run else 4.0),
         "corruption": corruption((mixed * 4)[:32], decoder, device, repeats=2 if dry_run else 50),
+    }
+
+
+def jpeg_section(*, device: torch.device, dry_run: bool, model) -> dict:
+    """Every measurement above, each decoder on its own (one that fails keeps the other's figures);
+    ``model`` gives the weights for the people comparisons."""
+    jpegs = sized_jpegs(((64, 48),) if dry_run else SIZES)
+    photos = [p.read_bytes() for p in sorted((FIXTURES / "images").rglob("*.jpg"))]
+    some = photos[:2] if dry_run else photos
+    decoders = {}
+    for name in spec.JPEG_DECODERS:
+        try:
+            decoders[name] = decoder_section(name, device=device, dry_run=dry_run, model=model, jpegs=jpegs,
+                                             photos=photos)
+        except Exception as exc:  # noqa: BLE001 - reported in its place; the next decoder still runs
+            decoders[name] = {"decoder": name, "error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "decoders": decoders,
+        "libjpeg_one_core_images_per_s": libjpeg_throughput(jpegs, budget_s=0.1 if dry_run else 1.0),
+        "letterbox": letterbox_exactness(some, model.variant.input_size, device),
+        "device_decoder": device_decoder_exactness(some, device, model),
     }

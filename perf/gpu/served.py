@@ -73,7 +73,8 @@ def launch(root: Path) -> tuple[list[str], dict[str, str]]:
 
 
 def build_repository(repo: Path, *, checkpoint: Path | None, max_batch: int, carried: list[Path],
-                     preprocess: str, benchmark: bool = False, tuned: Path | None = None, log=print) -> None:
+                     preprocess: str, jpeg_decoder: str, benchmark: bool = False, tuned: Path | None = None,
+                     log=print) -> None:
     """Torch flavour, the packages of this interpreter (``carried`` wheels ahead of them); a busy server
     must queue, not refuse (load test)."""
     from rtmo_triton.build import repository
@@ -82,6 +83,8 @@ def build_repository(repo: Path, *, checkpoint: Path | None, max_batch: int, car
     args = ["--model-repository", str(repo), "--engine", "torch", "--pythons", "none",
             "--max-batch", str(max_batch), "--max-queue", "0", "--workspace", str(repo.parent / "ws"),
             "--preprocess", preprocess]
+    if preprocess == "gpu":
+        args += ["--jpeg-decoder", jpeg_decoder]
     if benchmark:
         args += ["--benchmark-weights", "--calibration-images", str(FIXTURES / "images"), str(SAMPLE_IMAGE)]
     if checkpoint is not None:
@@ -173,8 +176,8 @@ def _latency(outcomes) -> dict[str, float]:
 
 def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list[Path],
                    checkpoint: Path | None, max_batch: int, concurrencies: tuple[int, ...], level_s: float,
-                   preprocess: str, benchmark: bool = False, lone: dict[str, list[bytes]] | None = None,
-                   tuned: Path | None = None, log=print) -> dict:
+                   preprocess: str, jpeg_decoder: str = spec.DEFAULT_JPEG_DECODER, benchmark: bool = False,
+                   lone: dict[str, list[bytes]] | None = None, tuned: Path | None = None, log=print) -> dict:
     """Build, start, warm up, then one load level per concurrency, a lone request's latency per image
     size of ``lone`` (size → JPEGs), and a max-batch phase."""
     from rtmo_triton.build.configs import load_scheduling
@@ -183,9 +186,9 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list
     repo = work / "repo"
     t0 = time.perf_counter()
     build_repository(repo, checkpoint=checkpoint, max_batch=max_batch, carried=carried, tuned=tuned,
-                     preprocess=preprocess, benchmark=benchmark, log=log)
+                     preprocess=preprocess, jpeg_decoder=jpeg_decoder, benchmark=benchmark, log=log)
     result: dict = {"build_s": round(time.perf_counter() - t0, 1), "max_batch": max_batch,
-                    "preprocess": preprocess,
+                    "preprocess": preprocess, "jpeg_decoder": jpeg_decoder if preprocess == "gpu" else None,
                     "weights": "fixture checkpoint" if checkpoint else "benchmark" if benchmark else "random",
                     "images": len(images), "levels": [], "tuned": str(tuned) if tuned else None,
                     "instances": {m: s.instances for m, s in load_scheduling(tuned).items()}}

@@ -88,6 +88,8 @@ class RepositorySpec:
     preprocess: str = "cpu"
     """``gpu``: the preprocess and decode models run PyTorch on the engine's device and pass tensors there
     (``KIND_GPU`` beside a GPU engine); ``cpu``: numpy and OpenCV on the host."""
+    jpeg_decoder: str = spec.DEFAULT_JPEG_DECODER
+    """``preprocess="gpu"``: its batched JPEG decoder (``spec.JPEG_DECODERS``)."""
     max_batch: int = spec.DEFAULT_MAX_BATCH
     score_thr: float = spec.DEFAULT_SCORE_THR
     nms_thr: float = spec.DEFAULT_NMS_THR
@@ -107,6 +109,9 @@ class RepositorySpec:
         if self.preprocess not in PREPROCESS_PLACES:
             raise ValueError(f"preprocess {self.preprocess!r}: expected one of "
                              f"{', '.join(PREPROCESS_PLACES)}")
+        if self.jpeg_decoder not in spec.JPEG_DECODERS:
+            raise ValueError(f"JPEG decoder {self.jpeg_decoder!r}: expected one of "
+                             f"{', '.join(spec.JPEG_DECODERS)}")
         if self.max_batch < 1:
             raise ValueError(f"max batch must be ≥ 1, got {self.max_batch}")
         if self.max_queue < 0:
@@ -192,6 +197,8 @@ def preprocess_config(s: RepositorySpec) -> mc.ModelConfig:
     config.output.extend([_tensor(mc.ModelOutput, spec.ENGINE_INPUT, ENGINE_INPUT_TYPE, _input_dims(s)),
                           _tensor(mc.ModelOutput, spec.AFFINE, FP32, [len(spec.AFFINE_FIELDS)])])
     _params(config, {P.INPUT_SIZE: s.input_size, P.MAX_PIXELS: s.max_pixels})
+    if s.preprocess == "gpu":
+        _params(config, {P.JPEG_DECODER: s.jpeg_decoder})
     return config
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import spec
 from .trt.compat import NoPlatform, query_gpu
 
 FLAVOURS = ("auto", "trt", "torch", "onnx")
@@ -117,3 +118,11 @@ def choose_preprocess(requested: str, flavour: Flavour) -> str:
     if requested == "auto":
         return "gpu" if flavour.device == "cuda" else "cpu"
     return requested
+
+
+def choose_jpeg_decoder(requested: str | None, preprocess: str) -> str:
+    """The GPU preprocess's JPEG decoder; naming one for the CPU preprocess is a mistake worth a stop."""
+    if requested is not None and preprocess != "gpu":
+        raise FlavourError(f"JPEG_DECODER={requested} picks the GPU preprocess's decoder, and this build's "
+                           f"preprocess is {preprocess}: add PREPROCESS=gpu, or leave JPEG_DECODER out")
+    return requested or spec.DEFAULT_JPEG_DECODER

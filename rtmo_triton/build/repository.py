@@ -97,6 +97,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="gpu: JPEG decode, letterbox and decoding in PyTorch on the engine's device (the "
                         "server's Python must have torch); cpu: numpy and OpenCV on the host; auto: gpu "
                         "where the engine is on a GPU")
+    p.add_argument("--jpeg-decoder", default=None, choices=spec.JPEG_DECODERS,
+                   help="the GPU preprocess's batched JPEG decoder (default: "
+                        f"{spec.DEFAULT_JPEG_DECODER}; nvimgcodec needs nvidia-nvimgcodec-cu13 where the "
+                        "server's Python models run)")
     p.add_argument("--precision", default=spec.DEFAULT_PRECISION, choices=spec.PRECISIONS,
                    help="GPU compute (TensorRT, or torch on CUDA): fp16 keeps the DCC's bin code FP32; "
                         "fp32 is without TF32")
@@ -279,13 +283,15 @@ def publish(staging: Path, repo: Path) -> None:
 def build(args: argparse.Namespace) -> Path:
     """Builds into a staging folder and swaps the model folders in at the end: a build that fails
     leaves the repository as it was, and one that succeeds leaves no file of another flavour."""
-    from .flavour import choose_flavour, choose_preprocess
+    from .flavour import choose_flavour, choose_jpeg_decoder, choose_preprocess
 
     start = time.perf_counter()
     flavour = choose_flavour(args.engine)
     log(f"engine flavour: {flavour.name} ({flavour.reason})")
     preprocess = choose_preprocess(args.preprocess, flavour)
-    where = f"PyTorch on {flavour.device}" if preprocess == "gpu" else "numpy and OpenCV on the host"
+    jpeg_decoder = choose_jpeg_decoder(args.jpeg_decoder, preprocess)
+    where = (f"PyTorch on {flavour.device}, JPEGs by {jpeg_decoder}" if preprocess == "gpu"
+             else "numpy and OpenCV on the host")
     log(f"preprocess and decode: {preprocess} ({where})")
     repo = args.model_repository
     model, provenance = load_weights(args.checkpoint, benchmark=args.benchmark_weights,
@@ -294,7 +300,7 @@ def build(args: argparse.Namespace) -> Path:
     staging = start_staging(repo, keep_plan=flavour.name == "trt")
     try:
         repo_spec = fill(staging, args, model=model, provenance=provenance, flavour=flavour,
-                         preprocess=preprocess)
+                         preprocess=preprocess, jpeg_decoder=jpeg_decoder)
         publish(staging, repo)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -309,7 +315,7 @@ def build(args: argparse.Namespace) -> Path:
 
 
 def fill(repo: Path, args: argparse.Namespace, *, model: RTMO, provenance: dict[str, str],
-         flavour: Flavour, preprocess: str) -> RepositorySpec:
+         flavour: Flavour, preprocess: str, jpeg_decoder: str) -> RepositorySpec:
     """Every model folder of the repository, in ``repo`` (the staging folder)."""
     from .export import export_onnx, export_torch
 
@@ -339,7 +345,7 @@ def fill(repo: Path, args: argparse.Namespace, *, model: RTMO, provenance: dict[
     repo_spec = RepositorySpec(
         variant=model.variant.name, input_size=model.variant.input_size, num_keypoints=model.num_keypoints,
         topk=topk, flavour=flavour.name, engine_device=flavour.device, engine_precision=args.precision,
-        preprocess=preprocess,
+        preprocess=preprocess, jpeg_decoder=jpeg_decoder,
         max_batch=args.max_batch, score_thr=args.score_thr,
         nms_thr=args.nms_thr, max_pixels=args.max_pixels, max_queue=args.max_queue,
         engine_threads=args.engine_threads, scheduling=args.scheduling, provenance=provenance,

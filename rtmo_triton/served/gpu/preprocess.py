@@ -1,15 +1,15 @@
 """What the GPU-resident ``rtmo_preprocess`` computes for one dynamic batch of requests.
 
 Every plain JPEG of the batch (RGB or grey, no EXIF rotation: ``image_io.Header.plain_jpeg``), across
-all its requests, is decoded in one call of a batched GPU decoder; the letterbox then runs on the GPU
-(``gpu.letterbox``, bit-equal to OpenCV's). An image the GPU decoder cannot take (PNG, WebP, TIFF,
-CMYK or an EXIF-rotated JPEG, a stream the decoder rejects) is decoded by the CPU path
+all its requests, is decoded in one call of a batched decoder (``jpeg_decoders``); the letterbox then
+runs on the GPU (``gpu.letterbox``, bit-equal to OpenCV's). An image the decoder cannot take (PNG,
+WebP, TIFF, CMYK or an EXIF-rotated JPEG, a stream the decoder rejects) is decoded by the CPU path
 (``image_io.decode_bgr``) for that image alone and uploaded; a bad image fails its own request with the
 CPU path's message, never its batch-mates.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,37 +17,8 @@ import torch
 
 from ...spec import ENGINE_INPUT_DTYPE
 from ..image_io import ImageError, checked_header, decode_bgr
+from .jpeg_decoders import JpegDecoder
 from .letterbox import letterbox
-
-JpegDecoder = Callable[[list[torch.Tensor]], list[torch.Tensor]]
-"""Encoded JPEGs (1-D uint8 CPU tensors) → 3xHxW RGB uint8 tensors on the stage's device."""
-
-
-def torchvision_decoder(device: torch.device) -> JpegDecoder:
-    """torchvision's batched nvJPEG decode (``decode_jpeg`` with a list, on CUDA).
-
-    The stream is drained before each call: torchvision's batched hardware decode has written into
-    memory still in use by queued kernels otherwise (pytorch/vision PR 9606); ``make gpu-check`` runs a
-    repeated-batch corruption test against it.
-    """
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    def decode(encoded: list[torch.Tensor]) -> list[torch.Tensor]:
-        torch.cuda.current_stream(device).synchronize()
-        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
-
-    return decode
-
-
-def default_decoder(device: torch.device) -> tuple[JpegDecoder | None, str]:
-    """The GPU JPEG decoder for ``device`` and what it is; None (with why) where JPEGs go to the CPU."""
-    if device.type != "cuda":
-        return None, "JPEG decoded on the CPU (simplejpeg): the stage runs on the CPU"
-    try:
-        decoder = torchvision_decoder(device)
-    except ImportError as exc:
-        return None, f"JPEG decoded on the CPU: torchvision is missing ({exc})"
-    return decoder, "JPEG decoded on the GPU by torchvision (nvJPEG)"
 
 
 @dataclass
@@ -66,7 +37,7 @@ class GpuPreprocess:
                  decoder: JpegDecoder | None) -> None:
         self.input_size, self.max_pixels, self.device, self.decoder = input_size, max_pixels, device, decoder
         self.cpu_decodes = 0
-        """Images decoded on the host CPU since start: every one without a GPU decoder, else its fallbacks."""
+        """Images decoded on the host CPU since start: every one on a CPU device, else the fallbacks."""
 
     def run(self, requests: Sequence[Sequence[bytes]]) -> list[Decoded]:
         """One ``Decoded`` per request; a request fails at its first bad image, naming the row."""
@@ -82,6 +53,8 @@ class GpuPreprocess:
         gpu_keys = [k for k, h in headers.items() if k[0] not in failed and h.plain_jpeg and self.decoder]
         pictures = self._decode_on_device([requests[r][i] for r, i in gpu_keys])
         decoded = dict(zip(gpu_keys, pictures))
+        if self.device.type == "cpu":  # the batched decoder ran on the host too
+            self.cpu_decodes += sum(p is not None for p in pictures)
         results = []
         for r, images in enumerate(requests):
             if r in failed:
@@ -97,18 +70,17 @@ class GpuPreprocess:
 
     def _decode_on_device(self, encoded: list[bytes]) -> list[torch.Tensor | None]:
         """All of them in one batched call; if that fails, each alone, so one bad stream costs only its
-        own image a CPU decode (None here)."""
+        own image a CPU decode (None here, as for an image the decoder answers None for)."""
         if not encoded:
             return []
-        tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in encoded]
         try:
-            return list(self.decoder(tensors))
+            return list(self.decoder(encoded))
         except Exception:  # noqa: BLE001 - find which ones the decoder refuses
             pass
         alone: list[torch.Tensor | None] = []
-        for tensor in tensors:
+        for data in encoded:
             try:
-                alone.append(self.decoder([tensor])[0])
+                alone.append(self.decoder([data])[0])
             except Exception:  # noqa: BLE001 - the CPU path decides, with its own error
                 alone.append(None)
         return alone
@@ -122,8 +94,6 @@ class GpuPreprocess:
             picture = decoded.get((r, i))
             if picture is None:
                 picture = self._decode_on_cpu(data, headers[r, i], i, len(images))
-            else:  # RGB planes → BGR pixels, as the CPU path decodes
-                picture = picture.flip(0).permute(1, 2, 0)
             _, box = letterbox(picture, size, out=inputs[i])
             affines.append(box.as_array())
         return Decoded(inputs=inputs, affines=np.stack(affines))

@@ -13,11 +13,12 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         check_tensor_exchange(pb_utils)
         torch = import_torch()
-        from ..gpu.preprocess import GpuPreprocess, default_decoder
+        from ..gpu.jpeg_decoders import jpeg_decoder
+        from ..gpu.preprocess import GpuPreprocess
 
         params = read_parameters(args["model_config"])
         device = torch.device(instance_device(args))
-        decoder, how = default_decoder(device)
+        decoder, how = jpeg_decoder(params[Param.JPEG_DECODER], device)
         self.stage = GpuPreprocess(input_size=int(params[Param.INPUT_SIZE]),
                                    max_pixels=int(params[Param.MAX_PIXELS]), device=device, decoder=decoder)
         pb_utils.Logger.log_info(f"{args['model_name']}: on {device}, {how}")
