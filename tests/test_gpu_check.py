@@ -208,6 +208,29 @@ def test_the_bundle_travels_in_parts_that_each_fit_a_call(tmp_path):
     assert f"cp -r .gpu-check/call2/. {gpu_bundle.STAGE}/" in last
 
 
+def test_the_decoder_wheel_keeps_only_the_hosts_module_and_the_jpeg_extensions(tmp_path):
+    wheel = tmp_path / "nvidia_nvimgcodec_cu13-0.9-py3-none-manylinux_2_28_x86_64.whl"
+    pkg, ext = "nvidia/nvimgcodec/", "nvidia/nvimgcodec/extensions/"
+    kept = [f"{pkg}__init__.py", f"{pkg}libnvimgcodec.so.0", f"{ext}libnvjpeg_ext.so.0.9",
+            f"{ext}libjpeg_turbo_ext.so.0.9", f"{pkg}nvimgcodec_impl.cpython-312-x86_64.so",
+            "nvidia/__init__.py", "nvidia_nvimgcodec_cu13-0.9.dist-info/METADATA"]
+    dropped = [f"{pkg}nvimgcodec_impl.cpython-311-x86_64.so", f"{pkg}nvimgcodec_impl.cpython-313t-x.so",
+               f"{ext}libopencv_ext.so.0.9", f"{ext}libnvtiff_ext.so.0.9", f"{pkg}include/nvimgcodec.h",
+               f"{pkg}tools/dicom/convert.py"]
+    record = "nvidia_nvimgcodec_cu13-0.9.dist-info/RECORD"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name in kept + dropped:
+            z.writestr(name, name)
+        z.writestr(record, "".join(f"{n},sha256=x,{len(n)}\n" for n in kept + dropped) + f"{record},,\n")
+    gpu_bundle.trim_wheel(wheel, "3.12")
+    with zipfile.ZipFile(wheel) as z:
+        assert sorted(z.namelist()) == sorted([*kept, record])
+        assert all(z.read(n) == n.encode() for n in kept)
+        assert [line.split(",")[0] for line in z.read(record).decode().splitlines()] == [*kept, record]
+    with pytest.raises(SystemExit, match="no module for CPython 3.10"):
+        gpu_bundle.trim_wheel(wheel, "3.10")
+
+
 def _wheel(folder: Path, name: str) -> Path:
     """A minimal pure-Python wheel, made here: the check must work offline."""
     wheel = folder / f"{name}-1.0-py3-none-any.whl"

@@ -7,8 +7,9 @@ Python 3.12, but no tritonserver, no tritonclient, no simplejpeg, and no network
 - ``tritonserver.tar.xz``: PyPI's pytriton server (a GPU build) trimmed to the binary, the Python
   backend with the stub for the host's Python, and the libraries they load (symbols stripped), laid
   out as in site-packages so the binaries' relative library paths hold;
-- ``wheels/server/``: what the served Python models import and the host lacks (simplejpeg), installed
-  into the host's interpreter by ``perf.gpu.check --bundle``;
+- ``wheels/server/``: what the served Python models import and the host lacks (simplejpeg, and
+  nvImageCodec with nvJPEG's runtime for the second GPU JPEG decoder, its wheel trimmed to the host's
+  Python and the JPEG extensions), installed into the host's interpreter by ``perf.gpu.check --bundle``;
 - ``wheels/stub/``: numpy 1, carried by every Python model of the repository the check serves, ahead of
   the host's numpy 2, which Triton 2.51's Python backend cannot exchange arrays with
   (``served.tensor_exchange``);
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -43,6 +45,15 @@ HOST_LACKS = ("simplejpeg",)
 """What the served models import and the GPU hosts' Python lacks; packed at the served pins."""
 STUB_NEEDS = ("numpy",)
 """What the served models must carry ahead of the host's own packages; packed at the served pins."""
+GPU_DECODER = "nvidia-nvimgcodec-cu13"
+"""Packed in this checkout's version (a dev dependency)."""
+NVJPEG = "nvidia-nvjpeg>=13.0,<13.1"
+"""nvJPEG's runtime for CUDA 13.0: the GPU hosts' driver (580) and PyTorch's CUDA runtime are 13.0."""
+DECODER_KEEPS = ("nvidia/__init__.py", "nvidia/nvimgcodec/__init__.py", "nvidia/nvimgcodec/libnvimgcodec.so",
+                 "nvidia/nvimgcodec/extensions/libnvjpeg_ext.so",
+                 "nvidia/nvimgcodec/extensions/libjpeg_turbo_ext.so")
+"""What the preprocess uses of nvImageCodec's wheel (besides its Python module and metadata): the
+JPEG 2000, TIFF, OpenCV, BMP and PNM extensions, headers and tools stay behind (about 50 MB)."""
 CLIENT_PACKAGES = ("tritonclient", "python-rapidjson", "protobuf", "grpcio")
 LIMIT_BYTES = 64 << 20
 MARGIN_BYTES = 1 << 20
@@ -103,6 +114,23 @@ def download(specs: list[str], dest: Path, python: str) -> None:
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"pip download {' '.join(specs)} failed:\n{done.stderr[-2000:]}")
+
+
+def trim_wheel(wheel: Path, python: str) -> None:
+    """Rewrite nvImageCodec's wheel in place with only what the preprocess loads under CPython ``python``
+    (``DECODER_KEEPS``), its RECORD listing what is left."""
+    module = f"nvidia/nvimgcodec/nvimgcodec_impl.cpython-{python.replace('.', '')}-"
+    with zipfile.ZipFile(wheel) as src:
+        names = [n for n in src.namelist() if ".dist-info/" in n or n.startswith(module)
+                 or any(n.startswith(keep) for keep in DECODER_KEEPS)]
+        if not any(n.startswith(module) for n in names):
+            raise SystemExit(f"{wheel.name} has no module for CPython {python}")
+        record = next(n for n in names if n.endswith(".dist-info/RECORD"))
+        kept = set(names)
+        lines = [line for line in src.read(record).decode().splitlines() if line.split(",")[0] in kept]
+        with writing(wheel) as partial, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as out:
+            for name in names:
+                out.writestr(src.getinfo(name), "\n".join(lines) + "\n" if name == record else src.read(name))
 
 
 def travelling_bytes(repo: Path, exclude: Path) -> int:
@@ -175,7 +203,11 @@ def pack(packed: Path, python: str) -> None:
         pack_server(packed, python)
         stub_python.write_text(python)
     shutil.rmtree(packed / "wheels", ignore_errors=True)
-    download(served_pins(HOST_LACKS), packed / "wheels" / "server", python)
+    server = packed / "wheels" / "server"
+    download(served_pins(HOST_LACKS), server, python)
+    download([f"{GPU_DECODER}=={metadata.version(GPU_DECODER)}", NVJPEG], server, python)
+    for wheel in server.glob(f"{GPU_DECODER.replace('-', '_')}-*.whl"):
+        trim_wheel(wheel, python)
     download(served_pins(STUB_NEEDS), packed / "wheels" / "stub", python)
     download([f"{name}=={metadata.version(name)}" for name in CLIENT_PACKAGES], packed / "wheels" / "client",
              python)
