@@ -13,6 +13,7 @@ and again with kernels queued between calls, and every result must equal the fir
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -91,36 +92,41 @@ def letterbox_exactness(jpegs: list[bytes], size: int, device: torch.device) -> 
     return {"images": len(jpegs), "differing_values": differing}
 
 
-@torch.inference_mode()
-def _engine_outputs(jpegs: list[bytes], decoder: JpegDecoder | None, device: torch.device, model):
-    """The preprocess's rows for ``jpegs`` (one request) and the FP32 deploy graph's outputs on them."""
-    from .numerics import SETTINGS, torch_outputs
+@dataclass
+class EngineRun:
+    """One request of JPEGs through a preprocess and the FP32 deploy graph: its rows' affines, the graph's
+    outputs and the numpy decoder's people."""
 
-    stage = GpuPreprocess(input_size=model.variant.input_size, max_pixels=spec.DEFAULT_MAX_PIXELS,
-                          device=device, decoder=decoder)
-    [rows] = stage.run([jpegs])
-    fp32 = next(s for s in SETTINGS if s.name == "fp32")
-    graph = deploy_graph(model, spec.DEFAULT_TOPK)
-    return rows, torch_outputs(graph, fp32, device, rows.inputs.cpu().numpy())
+    affines: np.ndarray
+    outputs: dict[str, np.ndarray]
+    people: list
+
+    @classmethod
+    @torch.inference_mode()
+    def of(cls, jpegs: list[bytes], decoder: JpegDecoder | None, *, device: torch.device, model,
+           graph) -> EngineRun:
+        from .numerics import SETTINGS, torch_outputs
+
+        stage = GpuPreprocess(input_size=model.variant.input_size, max_pixels=spec.DEFAULT_MAX_PIXELS,
+                              device=device, decoder=decoder)
+        [rows] = stage.run([jpegs])
+        fp32 = next(s for s in SETTINGS if s.name == "fp32")
+        outputs = torch_outputs(graph, fp32, device, rows.inputs.cpu().numpy())
+        people = decode_batch(outputs, rows.affines, spec.DEFAULT_SCORE_THR, spec.DEFAULT_NMS_THR)
+        return cls(rows.affines, outputs, people)
 
 
-def people_effect(jpegs: list[bytes], decoder: JpegDecoder, device: torch.device, model) -> dict:
-    """People from GPU-decoded pixels against people from CPU-decoded ones: the same FP32 weights on the
-    device, the numpy decoder for both."""
-    people, raw = {}, {}
-    for name, d in (("cpu", None), ("gpu", decoder)):
-        rows, raw[name] = _engine_outputs(jpegs, d, device, model)
-        people[name] = decode_batch(raw[name], rows.affines, spec.DEFAULT_SCORE_THR, spec.DEFAULT_NMS_THR)
-    return compare(people["cpu"], people["gpu"], raw["gpu"])
+def people_effect(decoded: EngineRun, baseline: EngineRun) -> dict:
+    """People from GPU-decoded pixels against people from CPU-decoded ones (``baseline``): the same FP32
+    weights on the device, the numpy decoder for both."""
+    return compare(baseline.people, decoded.people, decoded.outputs)
 
 
-def device_decoder_exactness(jpegs: list[bytes], device: torch.device, model) -> dict:
+def device_decoder_exactness(baseline: EngineRun, device: torch.device, model) -> dict:
     """The decoder on the device against the numpy one, on the same engine outputs."""
-    rows, raw = _engine_outputs(jpegs, None, device, model)
-    want = stack_people(decode_batch(raw, rows.affines, spec.DEFAULT_SCORE_THR, spec.DEFAULT_NMS_THR),
-                        model.num_keypoints)
-    got = decode_on_device({n: torch.as_tensor(v, device=device) for n, v in raw.items()},
-                           torch.as_tensor(rows.affines, device=device), score_thr=spec.DEFAULT_SCORE_THR,
+    want = stack_people(baseline.people, model.num_keypoints)
+    got = decode_on_device({n: torch.as_tensor(v, device=device) for n, v in baseline.outputs.items()},
+                           torch.as_tensor(baseline.affines, device=device), score_thr=spec.DEFAULT_SCORE_THR,
                            nms_thr=spec.DEFAULT_NMS_THR, num_keypoints=model.num_keypoints)
     got = [g.cpu().numpy() for g in got]
     same_counts = bool(np.array_equal(got[0], want[0]))
@@ -200,9 +206,10 @@ def corruption(jpegs: list[bytes], decoder: JpegDecoder, device: torch.device, r
             "corrupted_images": bad}
 
 
-def decoder_section(name: str, *, device: torch.device, dry_run: bool, model, jpegs: dict[str, list[bytes]],
-                    photos: list[bytes]) -> dict:
-    """Pixels, people, throughput and the corruption test of one of ``spec.JPEG_DECODERS``."""
+def decoder_section(name: str, *, device: torch.device, dry_run: bool, model, graph, baseline: EngineRun,
+                    jpegs: dict[str, list[bytes]], photos: list[bytes]) -> dict:
+    """Pixels, people (against the CPU path's ``baseline`` on the same photos), throughput and the
+    corruption test of one of ``spec.JPEG_DECODERS``."""
     decoder, how = measured_decoder(name, device)
     if decoder is None:
         return {"decoder": how, "skipped": how}
@@ -211,7 +218,8 @@ def decoder_section(name: str, *, device: torch.device, dry_run: bool, model, jp
         "decoder": how,
         "pixels": {"photos": pixel_differences(photos, decoder, device),
                    **{size: pixel_differences(images, decoder, device) for size, images in jpegs.items()}},
-        "people": people_effect(photos[:2] if dry_run else photos, decoder, device, model),
+        "people": people_effect(EngineRun.of(photos[:2] if dry_run else photos, decoder, device=device,
+                                             model=model, graph=graph), baseline),
         "throughput": decode_throughput(jpegs, decoder, device, (1, 2) if dry_run else (1, 8, 32),
                                         budget_s=0.5 if dry_run else 4.0),
         "corruption": corruption((mixed * 4)[:32], decoder, device, repeats=2 if dry_run else 50),
@@ -224,16 +232,18 @@ def jpeg_section(*, device: torch.device, dry_run: bool, model) -> dict:
     jpegs = sized_jpegs(((64, 48),) if dry_run else SIZES)
     photos = [p.read_bytes() for p in sorted((FIXTURES / "images").rglob("*.jpg"))]
     some = photos[:2] if dry_run else photos
+    graph = deploy_graph(model, spec.DEFAULT_TOPK)
+    baseline = EngineRun.of(some, None, device=device, model=model, graph=graph)
     decoders = {}
     for name in spec.JPEG_DECODERS:
         try:
-            decoders[name] = decoder_section(name, device=device, dry_run=dry_run, model=model, jpegs=jpegs,
-                                             photos=photos)
+            decoders[name] = decoder_section(name, device=device, dry_run=dry_run, model=model, graph=graph,
+                                             baseline=baseline, jpegs=jpegs, photos=photos)
         except Exception as exc:  # noqa: BLE001 - reported in its place; the next decoder still runs
             decoders[name] = {"decoder": name, "error": f"{type(exc).__name__}: {exc}"}
     return {
         "decoders": decoders,
         "libjpeg_one_core_images_per_s": libjpeg_throughput(jpegs, budget_s=0.1 if dry_run else 1.0),
         "letterbox": letterbox_exactness(some, model.variant.input_size, device),
-        "device_decoder": device_decoder_exactness(some, device, model),
+        "device_decoder": device_decoder_exactness(baseline, device, model),
     }
