@@ -100,12 +100,25 @@ def cpu_rows(images):
     return preprocess_batch(images, SIZE, LIMIT)
 
 
+@pytest.fixture
+def cpu_path(monkeypatch) -> list[bytes]:
+    """The images the stage hands to the CPU path's decoder, in order."""
+    seen = []
+
+    def counted(data, *args):
+        seen.append(data)
+        return decode_bgr(data, *args)
+
+    monkeypatch.setattr(preprocess_module, "decode_bgr", counted)
+    return seen
+
+
 def stage(decoder=None):
     return GpuPreprocess(input_size=SIZE, max_pixels=LIMIT, device=CPU, decoder=decoder)
 
 
 @pytest.mark.parametrize("decoder_name", DECODERS)
-def test_rows_equal_the_cpu_preprocess(pictures, decoder_name):
+def test_rows_equal_the_cpu_preprocess(pictures, decoder_name, cpu_path):
     names = ["coco", "crowd", "jpeg", "grey", "png", "webp", "cmyk"]
     requests = [[pictures[n] for n in names[:3]], [pictures[n] for n in names[3:]]]
     decoder = DECODERS[decoder_name]()
@@ -118,18 +131,12 @@ def test_rows_equal_the_cpu_preprocess(pictures, decoder_name):
         np.testing.assert_array_equal(result.affines, want_affines)
     if decoder:  # every plain JPEG of every request in one call; PNG, WebP and CMYK never reach it
         assert decoder.calls == [4]
+    assert len(cpu_path) == (3 if decoder else len(names))
     # on a CPU device, what the batched decoder decodes was decoded on the host as well
     assert preprocess.cpu_decodes == len(names)
 
 
-def test_a_stream_the_decoder_refuses_goes_to_the_cpu_for_that_image_alone(pictures, monkeypatch):
-    cpu_path = []
-
-    def counted(data, *args):
-        cpu_path.append(data)
-        return decode_bgr(data, *args)
-
-    monkeypatch.setattr(preprocess_module, "decode_bgr", counted)
+def test_a_stream_the_decoder_refuses_goes_to_the_cpu_for_that_image_alone(pictures, cpu_path):
     decoder = LibjpegDecoder(refuse_grey=True)
     s = stage(decoder)
     requests = [[pictures["jpeg"], pictures["grey"]], [pictures["coco"]]]

@@ -17,7 +17,7 @@ from perf.triton_metrics import by_model, scrape
 from rtmo_triton import spec
 from rtmo_triton.client import connect, infer, parse_outputs
 
-from .golden import IMAGE_OF, IMAGES, OUTPUT_FILES, assert_people_match, load_output
+from .golden import IMAGE_OF, IMAGES, OUTPUT_FILES, assert_people_match, fixture_ids, load_output
 from .served import get_json, serve_fixture_repository
 from .test_image_io import png_header
 
@@ -204,7 +204,7 @@ def test_nvimgcodec_serves_the_fixture_jpegs_and_a_corrupt_one_fails_alone(serve
     """``JPEG_DECODER=nvimgcodec`` (its libjpeg-turbo back end here): the photos mmpose decoded, sent as
     their own JPEG files in one request, give its people; a corrupt stream in the request beside them
     fails with the CPU path's error."""
-    ids = [path.stem.removeprefix("outputs_rtmo-t_") for path in OUTPUT_FILES]
+    ids = fixture_ids()
     jpegs = [k for k, i in enumerate(ids) if IMAGE_OF[i].endswith(".jpg")]
     files = [(IMAGES / IMAGE_OF[ids[k]]).read_bytes() for k in jpegs]
     before = host_decodes(server)
