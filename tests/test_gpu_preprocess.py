@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from rtmo_triton import spec
+from rtmo_triton.served.gpu import jpeg_decoders
 from rtmo_triton.served.gpu import preprocess as preprocess_module
 from rtmo_triton.served.gpu.jpeg_decoders import jpeg_decoder
 from rtmo_triton.served.gpu.preprocess import GpuPreprocess
@@ -187,6 +188,34 @@ def test_an_oversized_image_is_refused_before_any_decoder_sees_it(pictures):
 def test_on_the_cpu_torchvision_leaves_jpegs_to_the_cpu_path():
     decoder, why = jpeg_decoder(spec.DEFAULT_JPEG_DECODER, CPU)
     assert decoder is None and "CPU" in why
+
+
+def test_on_cuda_the_stream_is_drained_before_each_decode(monkeypatch):
+    """nvJPEG's hardware decode ignores stream order (pytorch/vision PR 9606): the wait must come first."""
+    events = []
+
+    class Stream:
+        def synchronize(self):
+            events.append("drain")
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: Stream())
+    decode = jpeg_decoders.drained(lambda encoded: events.append("decode") or [None], torch.device("cuda", 0))
+    decode([b"x"])
+    decode([b"y"])
+    assert events == ["drain", "decode", "drain", "decode"]
+    plain = lambda encoded: [None]  # noqa: E731 - on the CPU there is no stream to wait for
+    assert jpeg_decoders.drained(plain, CPU) is plain
+
+
+@pytest.mark.parametrize(("answer", "says"), [
+    (lambda encoded: [None], "refused a 16x16 JPEG"),
+    (lambda encoded: 1 / 0, "a 16x16 JPEG failed: ZeroDivisionError"),
+])
+def test_a_decoder_that_cannot_decode_at_start_leaves_jpegs_to_the_cpu_path(monkeypatch, answer, says):
+    """nvImageCodec without nvJPEG imports, logs, and answers None for everything: not a decoder to use."""
+    monkeypatch.setitem(jpeg_decoders.DECODERS, "nvimgcodec", lambda device: answer)
+    decoder, why = jpeg_decoder("nvimgcodec", CPU)
+    assert decoder is None and "nvimgcodec cannot decode here" in why and says in why
 
 
 def test_an_unknown_decoder_is_refused_with_the_choices():

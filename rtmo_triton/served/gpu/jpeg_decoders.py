@@ -10,7 +10,10 @@ CPU by the stage); raising means the whole call failed, and the stage retries ea
   back ends): hardware, CUDA and hybrid back ends on a GPU, libjpeg-turbo on the CPU (bit-equal to the
   CPU path, so CI serves it); answers ``None`` per bad stream, so its batch-mates need no retry.
 
-Which one serves is measured on a GPU host (``make gpu-check``'s jpeg section compares them).
+On CUDA, ``jpeg_decoder`` drains the stage's stream before each call (``drained``), and a decoder
+that cannot decode a small JPEG at start is not used (``DecoderUnavailable``): a GPU that silently
+refuses everything would otherwise send every image to the CPU path. Which one serves is measured on
+a GPU host (``make gpu-check``'s jpeg section compares them).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import os
 from collections.abc import Callable
 
 import numpy as np
+import simplejpeg
 import torch
 
 from ... import spec
@@ -25,14 +29,31 @@ from ... import spec
 JpegDecoder = Callable[[list[bytes]], list["torch.Tensor | None"]]
 
 
+class DecoderUnavailable(RuntimeError):
+    """The decoder imports but cannot decode here (e.g. nvJPEG's library missing)."""
+
+
+def drained(decode: JpegDecoder, device: torch.device) -> JpegDecoder:
+    """``decode`` after the work queued on the stage's stream has run. nvJPEG's hardware engine does not
+    honour stream order: it has written its outputs into memory that queued kernels were still reading
+    (pytorch/vision PR 9606, torchcodec PR 1634), whichever library drives it. The stage's stream is
+    idle between batches, so the wait costs nothing; ``make gpu-check``'s corruption test runs the
+    decoders with and without it."""
+    if device.type != "cuda":
+        return decode
+
+    def decode_after_drain(encoded: list[bytes]) -> list[torch.Tensor | None]:
+        torch.cuda.current_stream(device).synchronize()
+        return decode(encoded)
+
+    return decode_after_drain
+
+
 def torchvision_decoder(device: torch.device) -> JpegDecoder:
-    """torchvision's batched nvJPEG decode. The stream is drained before each call: its batched hardware
-    decode has written into memory still in use by queued kernels otherwise (pytorch/vision PR 9606);
-    ``make gpu-check`` runs a repeated-batch corruption test against it."""
+    """torchvision's batched nvJPEG decode."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     def decode(encoded: list[bytes]) -> list[torch.Tensor | None]:
-        torch.cuda.current_stream(device).synchronize()
         tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in encoded]
         rgb = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
         return [planes.flip(0).permute(1, 2, 0) for planes in rgb]  # RGB planes → BGR pixels
@@ -74,6 +95,21 @@ DECODERS: dict[str, Callable[[torch.device], JpegDecoder]] = {
 assert tuple(DECODERS) == spec.JPEG_DECODERS
 
 
+def probed(name: str, device: torch.device) -> JpegDecoder:
+    """The decoder ``name`` on ``device``, once it has decoded a small JPEG; ``DecoderUnavailable``
+    otherwise (``ImportError`` where its package is missing)."""
+    decode = DECODERS[name](device)
+    probe = simplejpeg.encode_jpeg(np.full((16, 16, 3), 128, np.uint8), colorspace="BGR")
+    try:
+        [image] = decode([probe])
+    except Exception as exc:  # noqa: BLE001 - any failure here means: not usable on this host
+        raise DecoderUnavailable(f"a 16x16 JPEG failed: {type(exc).__name__}: {exc}") from exc
+    if image is None:
+        raise DecoderUnavailable("it refused a 16x16 JPEG (for nvimgcodec on a GPU: is nvidia-nvjpeg "
+                                 "installed?)")
+    return decode
+
+
 def jpeg_decoder(name: str, device: torch.device) -> tuple[JpegDecoder | None, str]:
     """The decoder ``name`` on ``device`` and what it is; None (with why) where JPEGs go to the CPU path.
 
@@ -85,8 +121,10 @@ def jpeg_decoder(name: str, device: torch.device) -> tuple[JpegDecoder | None, s
     if device.type != "cuda" and name == "torchvision":
         return None, "JPEG decoded on the CPU (simplejpeg): the stage runs on the CPU"
     try:
-        decoder = DECODERS[name](device)
+        decoder = drained(probed(name, device), device)
     except ImportError as exc:
         return None, f"JPEG decoded on the CPU: {name} is missing ({exc})"
+    except DecoderUnavailable as exc:
+        return None, f"JPEG decoded on the CPU: {name} cannot decode here ({exc})"
     where = "on the GPU" if device.type == "cuda" else "on the CPU, batched"
     return decoder, f"JPEG decoded {where} by {name}"
