@@ -2,6 +2,7 @@
 run refuses. The pieces that read Triton's metrics and pack the offline bundle are checked on their own."""
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -71,13 +72,20 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
         assert "error" not in measured and "skipped" not in measured, (name, measured)
         assert all(d["max_abs"] == 0 and d["values"] > 0 and d["refused"] == 0
                    for d in measured["pixels"].values()), name
-        assert measured["corruption"]["corrupted_images"] == measured["corruption"]["refused_images"] == 0
+        assert set(measured["corruption"]) == {"served", "undrained"}
+        for test in measured["corruption"].values():
+            assert test["iterations"] == 2 and test["batch"] > 0, (name, test)
+            assert test["corrupted_iterations"] == test["changed_images"] == test["refused_images"] == 0
         people = measured["people"]["people"]
         assert people["missed"] == people["extra"] == 0 and people["found"] > 0, name
         assert all(r["preprocess_batch_2_host_cpu_ms_per_image"] > 0 for r in measured["throughput"].values())
     served = sections["served"]["forms"]["gpu"]  # the dry run's one form: the torch stages, on the CPU
     assert served["preprocess"] == "gpu" and served["weights"] == "fixture checkpoint"
     assert served["jpeg_decoder"] == spec.DEFAULT_JPEG_DECODER
+    # on the CPU torchvision leaves every JPEG to the host, as the preprocess logs and /metrics say
+    assert any("simplejpeg" in said for said in served["preprocess_log"]), served["preprocess_log"]
+    assert all(level["models"][spec.PREPROCESS_NAME]["host_decodes_per_image"] == 1
+               for level in served["levels"])
     assert list(served["lone_request_ms"]) == ["64x48"] and served["lone_request_ms"]["64x48"]["p50"] > 0
     assert [level["concurrency"] for level in served["levels"]] == [1, 3]
     cpus = report["environment"]["cpus"]
@@ -94,6 +102,7 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
     assert md.startswith("# GPU check — DRY RUN on the CPU") and "| t (fixture checkpoint) | fp16 |" in md
     assert f"## Served ensemble, torch flavour, gpu preprocess, JPEGs by {spec.DEFAULT_JPEG_DECODER} (" in md
     assert "## GPU-resident stages" in md and "### nvimgcodec: JPEG decoded" in md
+    assert "without the drain 0 corrupted copies" in md and "| images decoded on the host |" in md
     assert (f"| concurrency | {spec.PREPROCESS_NAME} (3) | {spec.ENGINE_NAME} (2) | {spec.DECODE_NAME} (1) |"
             in md)
 
@@ -142,6 +151,36 @@ def test_markdown_gives_the_engines_gpu_memory_where_it_was_measured():
            "RTMO-l 2050 MiB" in md
 
 
+def test_markdown_keeps_the_form_that_served_when_the_other_failed():
+    level = {"concurrency": 1, "requests": 4, "ok": 4, "images_per_s": 50.0,
+             "latency_ms": {"p50": 20.0, "p90": 21.0, "p99": 22.0},
+             "models": {spec.PREPROCESS_NAME: {"host_decodes_per_image": 0.25}}}
+    cpu = {"preprocess": "cpu", "build_s": 1.0, "images": 6, "max_batch": 8, "levels": [level]}
+    gpu = {"preprocess": "gpu", "error": "ServedError: boom", "traceback": "Traceback ...\nServedError: boom"}
+    data = {"environment": ENVIRONMENT, "config": CONFIG, "errors": {}, "seconds": {"served": 1.0},
+            "sections": {"served": {"forms": {"gpu": gpu, "cpu": cpu}}}}
+    md = markdown(data)
+    assert "## Served ensemble, torch flavour, gpu preprocess: FAILED" in md and "ServedError: boom" in md
+    assert "## Served ensemble, torch flavour, cpu preprocess (" in md
+    assert "| images decoded on the host |" in md and "| 25% |" in md
+
+
+def test_the_corruption_test_counts_decodes_that_change():
+    from perf.gpu.jpeg import corruption
+
+    calls = itertools.count()
+
+    def drifting(encoded: list[bytes]) -> list[torch.Tensor]:  # each call decodes other pixels
+        value = next(calls)
+        return [torch.full((4, 4, 3), value, dtype=torch.uint8) for _ in encoded]
+
+    out = corruption([b"a", b"b"], drifting, torch.device("cpu"), iterations=3, queued_ms=0.1)
+    assert out["changed_images"] == 6 and out["corrupted_iterations"] == 0 and out["refused_images"] == 0
+    refused = corruption([b"a"], lambda encoded: [None] * len(encoded), torch.device("cpu"), iterations=3,
+                         queued_ms=0.1)
+    assert refused["refused_images"] == 1 and refused["changed_images"] == 0
+
+
 def test_model_stats_from_triton_counters():
     before = {("nv_inference_count", "rtmo_engine"): 10.0, ("nv_inference_exec_count", "rtmo_engine"): 10.0,
               ("nv_inference_request_success", "rtmo_engine"): 10.0,
@@ -153,6 +192,9 @@ def test_model_stats_from_triton_counters():
              ("nv_inference_compute_infer_duration_us", "rtmo_engine"): 210_000.0}
     stats = model_stats(before, after)["rtmo_engine"]
     assert stats == {"mean_batch": 4.0, "queue_ms": 1.0, "compute_ms": 5.0}
+    before[spec.HOST_DECODES_METRIC, "rtmo_engine"] = 3.0
+    after[spec.HOST_DECODES_METRIC, "rtmo_engine"] = 11.0
+    assert model_stats(before, after)["rtmo_engine"]["host_decodes_per_image"] == 0.25
 
 
 def test_bundle_takes_the_hosts_stub_and_the_libraries_not_another_python():

@@ -12,7 +12,7 @@ short keeps what it finished), each failing alone:
 4. copies: host↔device time of the engine's input and outputs;
 5. jpeg: the GPU-resident stages on the device (``gpu.jpeg``): for each batched JPEG decoder
    (torchvision's nvJPEG, nvImageCodec) its pixels and what they do to people against libjpeg-turbo's,
-   decode throughput and host CPU per image, and the repeated-batch corruption test; the letterbox and
+   decode throughput and host CPU per image, and the corruption test; the letterbox and
    decoder against their CPU forms;
 6. served: the ensemble with the torch flavour on the GPU in pytriton's tritonserver, once per
    ``--preprocess`` form (GPU-resident stages, then the CPU ones, side by side), gRPC load at each
@@ -326,27 +326,40 @@ def _server_cpu_ms(lv: dict) -> str:
     return f"{1000 * max(lv['host_cores_busy'] - lv['client_cores'], 0) / lv['images_per_s']:.2f}"
 
 
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
 def _served(s: dict, ceiling: float | None = None) -> list[str]:
     if "forms" in s:  # one run per preprocess form
         return [line for form in s["forms"].values() for line in _served(form, ceiling)]
     form = s.get("preprocess", "cpu") + " preprocess"
+    if "error" in s:
+        return [f"## Served ensemble, torch flavour, {form}: FAILED", "", "```", s["traceback"], "```", ""]
     form += f", JPEGs by {s['jpeg_decoder']}" if s.get("jpeg_decoder") else ""
     vs = f", served ÷ engine ceiling at batch {s['max_batch']} ({ceiling:.0f} images/s)" if ceiling else ""
     lines = [f"## Served ensemble, torch flavour, {form} ({'; '.join(s.get('engine', []))})", "",
              f"Repository built in {s['build_s']} s, server ready in {s.get('start_s')} s; "
              f"{s['images']} real JPEGs cycled, one image per request over gRPC, max batch "
              f"{s['max_batch']}; weights: {s.get('weights', 'random')}.", ""]
+    if said := s.get("preprocess_log"):
+        lines += [f"The preprocess at load: {'; '.join(said)}.", ""]
+    host_decodes = any("host_decodes_per_image" in lv["models"].get(spec.PREPROCESS_NAME, {})
+                       for lv in s["levels"])
     lines += head(("concurrency", "requests ok", "images/s" + (" (÷ ceiling)" if ceiling else ""),
                      "latency p50 / p90 / p99 ms", "engine mean batch", "engine queue / compute ms",
-                     "host cores busy (load generator)", "server host CPU ms / image"))
+                     "host cores busy (load generator)", "server host CPU ms / image",
+                     *(("images decoded on the host",) if host_decodes else ())))
     for lv in s["levels"]:
-        e, lat = lv["models"].get("rtmo_engine", {}), lv["latency_ms"]
+        e, pre, lat = (lv["models"].get(spec.ENGINE_NAME, {}), lv["models"].get(spec.PREPROCESS_NAME, {}),
+                       lv["latency_ms"])
         cores = (f"{lv['host_cores_busy']:.1f} ({lv['client_cores']:.1f})" if "host_cores_busy" in lv
                  else "not recorded")
         rate = f"{lv['images_per_s']:.1f}" + (f" ({lv['images_per_s'] / ceiling:.0%})" if ceiling else "")
         lines.append(row(lv["concurrency"], f"{lv['ok']}/{lv['requests']}", rate,
                           f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f}", _f(e.get("mean_batch")),
-                          f"{_f(e.get('queue_ms'))} / {_f(e.get('compute_ms'))}", cores, _server_cpu_ms(lv)))
+                          f"{_f(e.get('queue_ms'))} / {_f(e.get('compute_ms'))}", cores, _server_cpu_ms(lv),
+                          *((_share(pre.get("host_decodes_per_image")),) if host_decodes else ())))
     if vs:
         lines += ["", f"Ratios{vs}."]
     if lone := s.get("lone_request_ms"):
@@ -384,13 +397,11 @@ def _jpeg_decoder(name: str, d: dict, libjpeg: dict[str, float]) -> list[str]:
             continue
         lines.append(row(size, p["images"], p["refused"], f"{p['differing_share']:.2%}", _f(p["mean_abs"], 3),
                          _f(p["p99_abs"], 1), p["max_abs"]))
-    pp, k, c = d["people"]["people"], d["people"]["keypoint_px"], d["corruption"]
+    pp, k = d["people"]["people"], d["people"]["keypoint_px"]
     lines += ["", f"- people from its pixels against CPU-decoded ones (FP32, same weights): "
               f"{pp['reference']} / found {pp['found']} / missed {pp['missed']} / extra {pp['extra']}; "
               f"keypoints p50 / p99 / max {_three(k)} px",
-              f"- repeated-batch corruption test: {c['corrupted_images']} corrupted images in {c['repeats']} "
-              f"decodes of a batch of {c['batch']} ({c['refused_images']} refused) with kernels queued "
-              "between them", "",
+              *_corruption(d["corruption"]), "",
               "Decode throughput (images/s) and the GPU preprocess's host CPU per image:", ""]
     rows = d["throughput"]
     batches = sorted({int(k.split("_")[2]) for r in rows.values() for k in r if k.startswith("decode_batch")})
@@ -402,6 +413,19 @@ def _jpeg_decoder(name: str, d: dict, libjpeg: dict[str, float]) -> list[str]:
                          *(f"{r[f'preprocess_batch_{b}_images_per_s']:.0f} · "
                            f"{r[f'preprocess_batch_{b}_host_cpu_ms_per_image']:.2f}" for b in batches)))
     return [*lines, ""]
+
+
+def _corruption(c: dict[str, dict]) -> list[str]:
+    """The served decoder's corruption test and its control without the stream drain."""
+    served, control = c["served"], c["undrained"]
+    hazard = ("the hazard is real here: the drain is what keeps the served decoder clean"
+              if control["corrupted_iterations"] else "this host did not show the hazard")
+    return [f"- corruption test ({served['iterations']} decodes of {served['batch']} images, "
+            f"{served['refused_images']} refused, each right after freeing the previous images while a copy "
+            f"of them waited behind {served['queued_ms']} ms of queued work): served decoder "
+            f"{served['corrupted_iterations']} corrupted copies, {served['changed_images']} changed decodes; "
+            f"without the drain {control['corrupted_iterations']} corrupted copies, "
+            f"{control['changed_images']} changed decodes: {hazard}"]
 
 
 def _jpeg(j: dict) -> list[str]:
@@ -544,19 +568,26 @@ def _serve(args, root: Path, work: Path, carried: list[Path]) -> dict:
     """One run of the served ensemble per preprocess form, the same load for each: the fixture photos as
     640×480 JPEGs under load, and a lone request at each size of ``gpu_jpeg.SIZES``."""
     from .jpeg import SIZES, sized_jpegs
-    from .served import serve_and_load
+    from .served import ServedError, serve_and_load
 
     sized = sized_jpegs(((64, 48),) if args.dry_run else SIZES)
     load = next(iter(sized.values()))
     forms = {}
-    for form in args.preprocess:
-        forms[form] = serve_and_load(root=root, work=work / form, images=load, carried=carried, lone=sized,
-                                     checkpoint=CHECKPOINT_T if args.dry_run else None,
-                                     max_batch=2 if args.dry_run else 8, tuned=args.tuned,
-                                     concurrencies=args.concurrencies, preprocess=form,
-                                     jpeg_decoder=args.jpeg_decoder,
-                                     benchmark=args.served_weights == "benchmark" and not args.dry_run,
-                                     level_s=1.0 if args.dry_run else 6.0)
+    for form in args.preprocess:  # one form failing keeps the other's figures
+        try:
+            forms[form] = serve_and_load(
+                root=root, work=work / form, images=load, carried=carried, lone=sized,
+                checkpoint=CHECKPOINT_T if args.dry_run else None, max_batch=2 if args.dry_run else 8,
+                tuned=args.tuned, concurrencies=args.concurrencies, preprocess=form,
+                jpeg_decoder=args.jpeg_decoder, level_s=1.0 if args.dry_run else 6.0,
+                benchmark=args.served_weights == "benchmark" and not args.dry_run)
+        except Exception as exc:  # noqa: BLE001 - reported in its place
+            forms[form] = {"preprocess": form, "error": f"{type(exc).__name__}: {exc}",
+                           "traceback": traceback.format_exc()}
+            print(f"[served] {form} preprocess FAILED: {forms[form]['error']}", flush=True)
+    if all("error" in f for f in forms.values()):
+        raise ServedError("every preprocess form failed: " + "; ".join(
+            f"{form}: {f['error']}" for form, f in forms.items()))
     return {"forms": forms}
 
 

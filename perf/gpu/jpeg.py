@@ -6,12 +6,14 @@ The served decoder is chosen from these figures (docs/gpu.md).
 GPU JPEG decoding is not bit-exact with libjpeg-turbo (chroma upsampling, IDCT), so its pixels are
 measured, and what they do to people: the same weights on the same device over CPU-decoded and
 GPU-decoded pixels, through the same decoder. The letterbox and the decoder are written to be exact
-(CI proves them on CPU torch); here they are checked on CUDA. torchvision's batched hardware decode has
-written into memory still in use by queued kernels (pytorch/vision PR 9606): a batch is decoded again
-and again with kernels queued between calls, and every result must equal the first.
+(CI proves them on CPU torch); here they are checked on CUDA. nvJPEG's hardware decode has written into
+memory that kernels queued on the stream were still reading (pytorch/vision PR 9606): the corruption
+test frees images while reads of them are queued and decodes at once, with the served decoder (which
+drains the stream first) and without the drain, the control that shows whether this host has the hazard.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -23,7 +25,7 @@ import torch
 from perf.inputs import FIXTURES
 from rtmo_triton import spec
 from rtmo_triton.served.gpu.decode import decode_batch as decode_on_device
-from rtmo_triton.served.gpu.jpeg_decoders import JpegDecoder, jpeg_decoder
+from rtmo_triton.served.gpu.jpeg_decoders import DECODERS, JpegDecoder, jpeg_decoder
 from rtmo_triton.served.gpu.letterbox import letterbox as letterbox_on_device
 from rtmo_triton.served.gpu.preprocess import GpuPreprocess
 from rtmo_triton.served.image_io import decode_bgr
@@ -60,6 +62,14 @@ def measured_decoder(name: str, device: torch.device) -> tuple[JpegDecoder | Non
     if decoder is None and device.type != "cuda":
         return libjpeg_decoder(device), f"{how}; libjpeg-turbo stands in"
     return decoder, how
+
+
+def undrained_decoder(name: str, device: torch.device) -> JpegDecoder:
+    """The same decoder without the stream drain the served one has: the corruption test's control (on
+    the CPU, where there is no stream, the measured decoder itself)."""
+    if device.type != "cuda":
+        return measured_decoder(name, device)[0]
+    return DECODERS[name](device)
 
 
 def pixel_differences(jpegs: list[bytes], decoder: JpegDecoder, device: torch.device) -> dict:
@@ -188,22 +198,51 @@ def decode_throughput(jpegs: dict[str, list[bytes]], decoder: JpegDecoder, devic
     return out
 
 
-def corruption(jpegs: list[bytes], decoder: JpegDecoder, device: torch.device, repeats: int) -> dict:
-    """The same batch decoded ``repeats`` times with matmuls queued on the stream between calls; images
-    whose pixels differ from the first decode (0 expected)."""
+def queued_work(device: torch.device, ms: float):
+    """A function that queues about ``ms`` of matmuls on the current stream (timed here once)."""
+    work = torch.randn((2048, 2048) if device.type == "cuda" else (64, 64), device=device)
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(4):
+        work = (work @ work).clamp_(-1, 1)
+    _synchronize(device)
+    matmuls = max(1, math.ceil(ms / 1e3 / ((time.perf_counter() - start) / 4)))
+
+    def queue() -> None:
+        nonlocal work
+        for _ in range(matmuls):
+            work = (work @ work).clamp_(-1, 1)
+
+    return queue
+
+
+def corruption(jpegs: list[bytes], decoder: JpegDecoder, device: torch.device, *, iterations: int,
+               queued_ms: float) -> dict:
+    """The hazard as it bites: the previous call's images are inverted (so the next decode cannot write
+    their own values back), copied once at once and once behind ``queued_ms`` of queued work, and freed
+    while that copy waits; the decoder is called at once. Counts the iterations whose queued copy saw
+    other values than the images held (0 expected), and the decodes that differ from the first."""
     batch = list(jpegs)
     first = [None if t is None else t.clone() for t in decoder(batch)]
-    busy = torch.randn(2048, 2048, device=device)
-    bad = 0
-    for _ in range(repeats):
-        for _ in range(4):  # queued work the decode must not write under
-            busy = (busy @ busy).clamp_(-1, 1)
-        again = decoder(batch)
-        bad += sum((a is None) != (b is None) or (a is not None and not torch.equal(a, b))
-                   for a, b in zip(first, again))
+    out = {"batch": len(batch), "iterations": iterations, "queued_ms": queued_ms,
+           "refused_images": sum(t is None for t in first), "corrupted_iterations": 0, "changed_images": 0}
+    if out["refused_images"] == len(batch):
+        return out
+    queue = queued_work(device, queued_ms)
+    held = decoder(batch)
+    for _ in range(iterations):
+        live = [t.bitwise_not_() for t in held if t is not None]
+        want = [t.clone() for t in live]
+        _synchronize(device)
+        queue()
+        seen = [t.clone() for t in live]  # runs after the queued work
+        del live, held  # freed while that copy waits
+        held = decoder(batch)
+        out["corrupted_iterations"] += int(not all(torch.equal(a, b) for a, b in zip(want, seen)))
+        out["changed_images"] += sum((a is None) != (b is None) or (a is not None and not torch.equal(a, b))
+                                     for a, b in zip(first, held))
     _synchronize(device)
-    return {"batch": len(batch), "repeats": repeats, "refused_images": sum(t is None for t in first),
-            "corrupted_images": bad}
+    return out
 
 
 def decoder_section(name: str, *, device: torch.device, dry_run: bool, model, graph, baseline: EngineRun,
@@ -222,7 +261,10 @@ def decoder_section(name: str, *, device: torch.device, dry_run: bool, model, gr
                                              model=model, graph=graph), baseline),
         "throughput": decode_throughput(jpegs, decoder, device, (1, 2) if dry_run else (1, 8, 32),
                                         budget_s=0.5 if dry_run else 4.0),
-        "corruption": corruption((mixed * 4)[:32], decoder, device, repeats=2 if dry_run else 50),
+        "corruption": {
+            variant: corruption((mixed * 4)[:32], decode, device, iterations=2 if dry_run else 40,
+                                queued_ms=1 if dry_run else 20)
+            for variant, decode in (("served", decoder), ("undrained", undrained_decoder(name, device)))},
     }
 
 

@@ -34,7 +34,8 @@ from rtmo_triton.serve.tritonserver import PYTRITON_LIBS, STUB, scrubbed_env
 from rtmo_triton.served.bundle import PACKAGES_DIR, archive_name, running_python
 
 METRICS = ("nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success",
-           "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us")
+           "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us",
+           spec.HOST_DECODES_METRIC)
 
 
 class ServedError(RuntimeError):
@@ -129,7 +130,9 @@ def read_metrics(url: str) -> dict[tuple[str, str], float]:
 
 
 def model_stats(before: dict, after: dict) -> dict[str, dict[str, float | None]]:
-    """Per model over an interval: mean batch per execution, queue and compute ms per request."""
+    """Per model over an interval: mean batch per execution, queue and compute ms per request; for the GPU
+    preprocess also the share of its images decoded on the host (a GPU decoder that refuses everything
+    shows here, not as an error)."""
     d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     out = {}
     for model in sorted({m for _, m in d}):
@@ -142,6 +145,8 @@ def model_stats(before: dict, after: dict) -> dict[str, dict[str, float | None]]
         out[model] = {"mean_batch": count / execs if execs else None,
                       "queue_ms": per_request_ms("nv_inference_queue_duration_us"),
                       "compute_ms": per_request_ms("nv_inference_compute_infer_duration_us")}
+        if (spec.HOST_DECODES_METRIC, model) in d and count:
+            out[model]["host_decodes_per_image"] = d[spec.HOST_DECODES_METRIC, model] / count
     return out
 
 
@@ -198,10 +203,11 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list
     with TritonServer(repo, log_path=log_path, launch=launch(root), ready_timeout_s=150,
                       extra_args=gpu) as server:
         result["start_s"] = round(server.start_seconds, 1)
-        said = f"{spec.ENGINE_NAME}: "
-        result["engine"] = sorted({ln.split(said, 1)[1].rstrip('"') for ln in server.log_text().splitlines()
-                                   if said in ln})
-        log(f"[served] ready in {result['start_s']} s: {result['engine']}")
+        for key, model in (("engine", spec.ENGINE_NAME), ("preprocess_log", spec.PREPROCESS_NAME)):
+            said = f"{model}: "  # what each model logs at load: its device, and the preprocess's decoder
+            result[key] = sorted({ln.split(said, 1)[1].rstrip('"') for ln in server.log_text().splitlines()
+                                  if said in ln})
+        log(f"[served] ready in {result['start_s']} s: {result['engine']}; {result['preprocess_log']}")
         client = connect(server.grpc_url, "grpc")  # refusals are measured, not hidden
         try:
             def batch(n: int) -> list[bytes]:
