@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from perf.gpu import bundle as gpu_bundle
-from perf.gpu.check import CHECKPOINT_T, markdown, missing_here
+from perf.gpu.check import CHECKPOINT_T, markdown, missing_here, use_bundle
 from perf.gpu.served import build_repository, model_stats
 from rtmo_triton import spec
 from rtmo_triton.serve.tritonserver import pytriton_root
@@ -231,6 +231,15 @@ def test_the_bundle_installs_only_what_this_interpreter_lacks_or_has_older(tmp_p
         (tmp_path / name).write_bytes(b"")
     assert [w.name for w in missing_here(tmp_path)] == ["absent_package-1.0-py3-none-any.whl",
                                                         "numpy-999.0-cp312-none-any.whl"]
+
+
+def test_a_server_wheel_that_will_not_install_is_reported_and_the_check_goes_on(tmp_path, capsys):
+    server = tmp_path / "bundle" / "wheels" / "server"
+    server.mkdir(parents=True)
+    (server / "absent_broken_package-1.0-py3-none-any.whl").write_bytes(b"not a zip")
+    found = use_bundle(tmp_path / "bundle", tmp_path / "work")
+    assert found.server is None and found.stub_wheels == []
+    assert "[bundle] absent_broken_package-1.0-py3-none-any.whl did not install: " in capsys.readouterr().out
 
 
 def test_the_bundle_travels_in_parts_that_each_fit_a_call(tmp_path):

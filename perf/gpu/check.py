@@ -126,9 +126,10 @@ def use_bundle(bundle: Path, work: Path) -> Bundle:
             tar.extractall(site, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
            "--disable-pip-version-check"]
-    server_wheels = missing_here(bundle / "wheels" / "server")
-    if server_wheels:
-        subprocess.run([*pip, *map(str, server_wheels)], check=True)
+    for wheel in missing_here(bundle / "wheels" / "server"):  # one that fails to install fails its users only
+        done = subprocess.run([*pip, str(wheel)], capture_output=True, text=True)
+        if done.returncode:
+            print(f"[bundle] {wheel.name} did not install: {done.stderr.strip()[-1500:]}", flush=True)
     client = work / "client"
     client_wheels = missing_here(bundle / "wheels" / "client")
     if client_wheels:
