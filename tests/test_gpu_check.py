@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from perf.gpu import bundle as gpu_bundle
-from perf.gpu.check import CHECKPOINT_T, markdown, missing_here, use_bundle
+from perf.gpu.check import CHECKPOINT_T, ServedForm, markdown, missing_here, parse_args, use_bundle
 from perf.gpu.served import build_repository, model_stats
 from rtmo_triton import spec
 from rtmo_triton.serve.tritonserver import pytriton_root
@@ -79,7 +79,8 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
         people = measured["people"]["people"]
         assert people["missed"] == people["extra"] == 0 and people["found"] > 0, name
         assert all(r["preprocess_batch_2_host_cpu_ms_per_image"] > 0 for r in measured["throughput"].values())
-    served = sections["served"]["forms"]["gpu"]  # the dry run's one form: the torch stages, on the CPU
+    # the dry run's one form: the torch stages with the default decoder, on the CPU
+    served = sections["served"]["forms"][f"gpu-{spec.DEFAULT_JPEG_DECODER}"]
     assert served["preprocess"] == "gpu" and served["weights"] == "fixture checkpoint"
     assert served["jpeg_decoder"] == spec.DEFAULT_JPEG_DECODER
     # on the CPU torchvision leaves every JPEG to the host, as the preprocess logs and /metrics say
@@ -111,10 +112,18 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
     ("--concurrencies", "1,x", "comma-separated whole numbers"),
     ("--concurrencies", "0,4", "at least one request"),
     ("--tuned", "/nonexistent/tuned.json", "no such file"),
+    ("--jpeg-decoder", "torchvision,libjpeg", "comma-separated"),
 ])
 def test_bad_served_settings_are_usage_errors(tmp_path, flag, value, says):
     done = gpu_check("--dry-run", "--sections", "served", "--out", str(tmp_path / "out"), flag, value)
     assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_real_run_serves_each_jpeg_decoder_as_its_own_form_beside_the_cpu_preprocess():
+    assert [f.name for f in parse_args([]).forms] == [*(f"gpu-{d}" for d in spec.JPEG_DECODERS), "cpu"]
+    assert [f.name for f in parse_args(["--dry-run"]).forms] == [f"gpu-{spec.DEFAULT_JPEG_DECODER}"]
+    chosen = parse_args(["--preprocess", "cpu,gpu", "--jpeg-decoder", "nvimgcodec"]).forms
+    assert chosen == [ServedForm("cpu", None), ServedForm("gpu", "nvimgcodec")]
 
 
 def test_without_a_gpu_the_real_run_refuses(tmp_path):

@@ -14,10 +14,10 @@ short keeps what it finished), each failing alone:
    (torchvision's nvJPEG, nvImageCodec) its pixels and what they do to people against libjpeg-turbo's,
    decode throughput and host CPU per image, and the corruption test; the letterbox and
    decoder against their CPU forms;
-6. served: the ensemble with the torch flavour on the GPU in pytriton's tritonserver, once per
-   ``--preprocess`` form (GPU-resident stages, then the CPU ones, side by side), gRPC load at each
-   concurrency with real JPEGs, the engine's mean batch, host CPU per image, and the Python backend's
-   /dev/shm.
+6. served: the ensemble with the torch flavour on the GPU in pytriton's tritonserver, once per form
+   (the GPU-resident stages with each ``--jpeg-decoder``, then the CPU ones, side by side), gRPC load
+   at each concurrency with real JPEGs, the engine's mean batch, host CPU per image, the share of
+   images decoded on the host, and the Python backend's /dev/shm.
 
 Without a CUDA device it says so and exits 2; ``--dry-run`` runs every section on the CPU at tiny
 sizes (CI runs it, so the script cannot rot); ``--cpu`` runs the chosen sections on the CPU at full
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cpu", action="store_true", help="measure on the CPU at full size (no GPU figure)")
     p.add_argument("--bundle", type=Path, help="folder made by `make gpu-check-prepare` (offline GPU hosts)")
     p.add_argument("--work", type=Path, default=Path("/tmp/rtmo-gpu-check"), help="scratch folder")
-    p.add_argument("--sections", default="jpeg,served,ceiling,numerics,dcc_probe,copies",
+    p.add_argument("--sections", default="jpeg,ceiling,served,numerics,dcc_probe,copies",
                    help="in this order; the GPU-resident path's first (default: %(default)s)")
     p.add_argument("--served-weights", choices=("benchmark", "random"), default="benchmark",
                    help="served: random RTMO-s calibrated for a realistic people count (make "
@@ -71,9 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default: %(default)s)")
     p.add_argument("--preprocess", default=None,
                    help="served: the preprocess forms measured, in order (default gpu,cpu; dry run: gpu)")
-    p.add_argument("--jpeg-decoder", choices=spec.JPEG_DECODERS, default=spec.DEFAULT_JPEG_DECODER,
-                   help="served: the GPU preprocess's JPEG decoder, as `make build-engines JPEG_DECODER=` "
-                        "(default: %(default)s)")
+    p.add_argument("--jpeg-decoder", default=None,
+                   help="served: the GPU preprocess's JPEG decoders (`make build-engines JPEG_DECODER=`), "
+                        f"each served as its own form (default {','.join(spec.JPEG_DECODERS)}; dry run: "
+                        f"{spec.DEFAULT_JPEG_DECODER})")
     p.add_argument("--variants", default=None, help="random-weight variants (default s,m,l; dry run: none)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile in the ceiling (slow)")
     p.add_argument("--precision", choices=spec.PRECISIONS, default=spec.DEFAULT_PRECISION,
@@ -94,6 +95,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.preprocess = [f for f in (args.preprocess or ("gpu" if args.dry_run else "gpu,cpu")).split(",") if f]
     if not args.preprocess or set(args.preprocess) - set(PREPROCESS_PLACES):
         p.error(f"--preprocess: gpu, cpu or both, comma-separated, not {','.join(args.preprocess)!r}")
+    decoders = [d for d in (args.jpeg_decoder or (spec.DEFAULT_JPEG_DECODER if args.dry_run else
+                                                  ",".join(spec.JPEG_DECODERS))).split(",") if d]
+    if not decoders or set(decoders) - set(spec.JPEG_DECODERS):
+        p.error(f"--jpeg-decoder: {', '.join(spec.JPEG_DECODERS)} or several, comma-separated, not "
+                f"{args.jpeg_decoder!r}")
+    args.forms = [ServedForm(place, d) for place in args.preprocess
+                  for d in (decoders if place == "gpu" else (None,))]
     if args.tuned is not None and not args.tuned.is_file():
         p.error(f"--tuned: no such file: {args.tuned}")
     try:
@@ -104,6 +112,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if min(args.concurrencies) < 1:
         p.error("--concurrencies: each level needs at least one request in flight")
     return args
+
+
+class ServedForm(NamedTuple):
+    """One served run: where the preprocess runs and, on the GPU, its JPEG decoder."""
+
+    preprocess: str
+    jpeg_decoder: str | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.preprocess}-{self.jpeg_decoder}" if self.jpeg_decoder else self.preprocess
 
 
 class Bundle(NamedTuple):
@@ -335,9 +354,9 @@ def _served(s: dict, ceiling: float | None = None) -> list[str]:
     if "forms" in s:  # one run per preprocess form
         return [line for form in s["forms"].values() for line in _served(form, ceiling)]
     form = s.get("preprocess", "cpu") + " preprocess"
+    form += f", JPEGs by {s['jpeg_decoder']}" if s.get("jpeg_decoder") else ""
     if "error" in s:
         return [f"## Served ensemble, torch flavour, {form}: FAILED", "", "```", s["traceback"], "```", ""]
-    form += f", JPEGs by {s['jpeg_decoder']}" if s.get("jpeg_decoder") else ""
     vs = f", served ÷ engine ceiling at batch {s['max_batch']} ({ceiling:.0f} images/s)" if ceiling else ""
     lines = [f"## Served ensemble, torch flavour, {form} ({'; '.join(s.get('engine', []))})", "",
              f"Repository built in {s['build_s']} s, server ready in {s.get('start_s')} s; "
@@ -553,7 +572,7 @@ def served_section(args, bundle: Bundle | None) -> dict:
         raise ServedError("no tritonserver: pass --bundle (make gpu-check-prepare), or install "
                           "nvidia-pytriton")
     work = args.work / "served"
-    logs = {form: work / form / "tritonserver.log" for form in args.preprocess}
+    logs = {form.name: work / form.name / "tritonserver.log" for form in args.forms}
     for log in logs.values():
         log.parent.mkdir(parents=True, exist_ok=True)
         log.unlink(missing_ok=True)
@@ -562,32 +581,34 @@ def served_section(args, bundle: Bundle | None) -> dict:
     finally:  # the servers' own logs come back with the report, whatever happened
         for form, log in logs.items():
             if log.is_file():
-                shutil.copyfile(log, args.out / f"tritonserver-{form}-preprocess.log")
+                shutil.copyfile(log, args.out / f"tritonserver-{form}.log")
 
 
 def _serve(args, root: Path, work: Path, carried: list[Path]) -> dict:
-    """One run of the served ensemble per preprocess form, the same load for each: the fixture photos as
-    640×480 JPEGs under load, and a lone request at each size of ``gpu_jpeg.SIZES``."""
+    """One run of the served ensemble per form (preprocess place and JPEG decoder), the same load for
+    each: the fixture photos as 640×480 JPEGs under load, and a lone request at each size of
+    ``gpu_jpeg.SIZES``."""
     from .jpeg import SIZES, sized_jpegs
     from .served import ServedError, serve_and_load
 
     sized = sized_jpegs(((64, 48),) if args.dry_run else SIZES)
     load = next(iter(sized.values()))
     forms = {}
-    for form in args.preprocess:  # one form failing keeps the other's figures
+    for form in args.forms:  # one form failing keeps the others' figures
         try:
-            forms[form] = serve_and_load(
-                root=root, work=work / form, images=load, carried=carried, lone=sized,
+            forms[form.name] = serve_and_load(
+                root=root, work=work / form.name, images=load, carried=carried, lone=sized,
                 checkpoint=CHECKPOINT_T if args.dry_run else None, max_batch=2 if args.dry_run else 8,
-                tuned=args.tuned, concurrencies=args.concurrencies, preprocess=form,
-                jpeg_decoder=args.jpeg_decoder, level_s=1.0 if args.dry_run else 6.0,
+                tuned=args.tuned, concurrencies=args.concurrencies, preprocess=form.preprocess,
+                jpeg_decoder=form.jpeg_decoder or spec.DEFAULT_JPEG_DECODER,
+                level_s=1.0 if args.dry_run else 6.0,
                 benchmark=args.served_weights == "benchmark" and not args.dry_run)
         except Exception as exc:  # noqa: BLE001 - reported in its place
-            forms[form] = {"preprocess": form, "error": f"{type(exc).__name__}: {exc}",
-                           "traceback": traceback.format_exc()}
-            print(f"[served] {form} preprocess FAILED: {forms[form]['error']}", flush=True)
+            forms[form.name] = {"preprocess": form.preprocess, "jpeg_decoder": form.jpeg_decoder,
+                                "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            print(f"[served] {form.name} FAILED: {forms[form.name]['error']}", flush=True)
     if all("error" in f for f in forms.values()):
-        raise ServedError("every preprocess form failed: " + "; ".join(
+        raise ServedError("every served form failed: " + "; ".join(
             f"{form}: {f['error']}" for form, f in forms.items()))
     return {"forms": forms}
 
