@@ -126,6 +126,23 @@ def test_a_real_run_serves_each_jpeg_decoder_as_its_own_form_beside_the_cpu_prep
     assert chosen == [ServedForm("cpu", None), ServedForm("gpu", "nvimgcodec")]
 
 
+def test_no_served_form_starts_past_the_deadline(tmp_path):
+    import time
+
+    from perf.gpu.check import _serve
+
+    args = parse_args(["--dry-run", "--deadline-s", "1"])
+    args.started = time.perf_counter() - 2
+    forms = _serve(args, tmp_path, tmp_path, [])["forms"]
+    assert forms == {f"gpu-{spec.DEFAULT_JPEG_DECODER}": {
+        "preprocess": "gpu", "jpeg_decoder": spec.DEFAULT_JPEG_DECODER,
+        "skipped": "not started: past --deadline-s 1"}}
+    md = markdown({"environment": ENVIRONMENT, "config": CONFIG, "errors": {}, "seconds": {},
+                   "sections": {"served": {"forms": forms}}})
+    assert (f"## Served ensemble, torch flavour, gpu preprocess, JPEGs by {spec.DEFAULT_JPEG_DECODER}: "
+            "skipped (not started: past --deadline-s 1)") in md
+
+
 def test_without_a_gpu_the_real_run_refuses(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")

@@ -181,7 +181,7 @@ def device_calls(out: Path, count: int, repo: Path) -> list[str]:
     """The ``run`` calls that stage each part and then run the check (docs/gpu.md)."""
     rel = out.relative_to(repo)
     check = (f"PYTHONUNBUFFERED=1 python3 -m perf.gpu.check --bundle {STAGE} --out $OUT"
-             f" --work {Path(STAGE).parent} --deadline-s 380 --label <commit> 2>&1 | tee $OUT/gpu_check.log")
+             f" --work {Path(STAGE).parent} --deadline-s 400 --label <commit> 2>&1 | tee $OUT/gpu_check.log")
     calls = []
     for k in range(1, count + 1):
         stage = f"mkdir -p {STAGE} && cp -r {rel}/call{k}/. {STAGE}/"
@@ -189,7 +189,7 @@ def device_calls(out: Path, count: int, repo: Path) -> list[str]:
             calls.append(f'run(command="{stage} && ls -R {STAGE}", carry=["{rel}/call{k}"], timeout_s=60)')
         else:
             calls.append(f'run(command="set -o pipefail; {stage} && {check}", carry=["{rel}/call{k}"], '
-                         "timeout_s=470)")
+                         "timeout_s=540)")
     return calls
 
 
