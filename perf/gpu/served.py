@@ -197,6 +197,7 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list
                     "weights": "fixture checkpoint" if checkpoint else "benchmark" if benchmark else "random",
                     "images": len(images), "levels": [], "tuned": str(tuned) if tuned else None,
                     "instances": {m: s.instances for m, s in load_scheduling(tuned).items()}}
+    form = f"{preprocess} preprocess" + (f" ({jpeg_decoder})" if preprocess == "gpu" else "")
     log_path = work / "tritonserver.log"
     gpu = [spec.cuda_pool_flag(0)] if torch_cuda() else []
     result["server_flags"] = gpu
@@ -236,14 +237,14 @@ def serve_and_load(*, root: Path, work: Path, images: list[bytes], carried: list
                          "host_cores_busy": cores_used(host0, host1, os.cpu_count() or 1),
                          "client_cores": processes.own_cpu_seconds(own0, own1) / wall}
                 result["levels"].append(level)
-                log(f"[served] {preprocess} preprocess, concurrency {c}: {rate:.1f} images/s, "
+                log(f"[served] {form}, concurrency {c}: {rate:.1f} images/s, "
                     f"p50 {level['latency_ms']['p50']:.1f} ms, "
                     f"engine batch {stats.get(spec.ENGINE_NAME, {}).get('mean_batch')}, {n - ok} errors")
             result["lone_request_ms"] = {}
             for size, jpegs in (lone or {}).items():  # one request in flight: the latency a user sees alone
                 outcomes = client.infer([[j] for j in jpegs * 4])
                 result["lone_request_ms"][size] = _latency(outcomes)
-                log(f"[served] {preprocess} preprocess, lone {size} request: p50 "
+                log(f"[served] {form}, lone {size} request: p50 "
                     f"{result['lone_request_ms'][size]['p50']:.1f} ms")
             # the largest request, from as many clients as there are instances of a model: shm peaks
             full = [batch(max_batch)] * 8
