@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from perf.gpu import bundle as gpu_bundle
-from perf.gpu.check import CHECKPOINT_T, ServedForm, markdown, missing_here, parse_args, use_bundle
+from perf.gpu.check import CHECKPOINT_T, Report, ServedForm, markdown, missing_here, parse_args, use_bundle
 from perf.gpu.served import build_repository, model_stats
 from rtmo_triton import spec
 from rtmo_triton.serve.tritonserver import pytriton_root
@@ -72,7 +72,7 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
         assert "error" not in measured and "skipped" not in measured, (name, measured)
         assert all(d["max_abs"] == 0 and d["values"] > 0 and d["refused"] == 0
                    for d in measured["pixels"].values()), name
-        assert set(measured["corruption"]) == {"served", "undrained"}
+        assert set(measured["corruption"]) == {"drained", "undrained"}
         for test in measured["corruption"].values():
             assert test["iterations"] == 2 and test["batch"] > 0, (name, test)
             assert test["corrupted_iterations"] == test["changed_images"] == test["refused_images"] == 0
@@ -103,7 +103,7 @@ def test_dry_run_runs_every_section_on_the_cpu(tmp_path):
     assert md.startswith("# GPU check — DRY RUN on the CPU") and "| t (fixture checkpoint) | fp16 |" in md
     assert f"## Served ensemble, torch flavour, gpu preprocess, JPEGs by {spec.DEFAULT_JPEG_DECODER} (" in md
     assert "## GPU-resident stages" in md and "### nvimgcodec: JPEG decoded" in md
-    assert "without the drain 0 corrupted copies" in md and "| images decoded on the host |" in md
+    assert "; decodes that changed 0 / 0: " in md and "| images decoded on the host |" in md
     assert (f"| concurrency | {spec.PREPROCESS_NAME} (3) | {spec.ENGINE_NAME} (2) | {spec.DECODE_NAME} (1) |"
             in md)
 
@@ -133,7 +133,9 @@ def test_no_served_form_starts_past_the_deadline(tmp_path):
 
     args = parse_args(["--dry-run", "--deadline-s", "1"])
     args.started = time.perf_counter() - 2
-    forms = _serve(args, tmp_path, tmp_path, [])["forms"]
+    report = Report(tmp_path / "out", ENVIRONMENT, CONFIG)
+    forms = _serve(args, tmp_path, tmp_path, [], report)["forms"]
+    assert report.data["sections"]["served"] == {"forms": forms} and report.data["errors"] == {}
     assert forms == {f"gpu-{spec.DEFAULT_JPEG_DECODER}": {
         "preprocess": "gpu", "jpeg_decoder": spec.DEFAULT_JPEG_DECODER,
         "skipped": "not started: past --deadline-s 1"}}
@@ -141,6 +143,27 @@ def test_no_served_form_starts_past_the_deadline(tmp_path):
                    "sections": {"served": {"forms": forms}}})
     assert (f"## Served ensemble, torch flavour, gpu preprocess, JPEGs by {spec.DEFAULT_JPEG_DECODER}: "
             "skipped (not started: past --deadline-s 1)") in md
+
+
+def test_a_served_form_that_fails_fails_the_check_and_the_next_form_still_runs(tmp_path, monkeypatch):
+    from perf.gpu import served
+    from perf.gpu.check import _serve
+
+    def serve_and_load(*, preprocess: str, jpeg_decoder: str, **_) -> dict:
+        if preprocess == "gpu":
+            raise served.ServedError("a request of 1 image(s) failed")
+        return {"preprocess": preprocess, "levels": [], "build_s": 1.0, "images": 6, "max_batch": 2}
+
+    monkeypatch.setattr(served, "serve_and_load", serve_and_load)
+    args = parse_args(["--dry-run", "--preprocess", "gpu,cpu"])
+    args.started = 0.0
+    report = Report(tmp_path / "out", ENVIRONMENT, CONFIG)
+    forms = _serve(args, tmp_path, tmp_path, [], report)["forms"]
+    gpu = f"gpu-{spec.DEFAULT_JPEG_DECODER}"
+    assert forms[gpu]["error"] == "perf.gpu.served.ServedError: a request of 1 image(s) failed"
+    assert forms["cpu"]["levels"] == [] and (tmp_path / "out" / "gpu_check.json").is_file()
+    assert report.data["errors"][f"served:{gpu}"] == forms[gpu]["error"]  # the check exits 1
+    assert "Traceback" in report.data["errors"][f"served:{gpu}_traceback"]
 
 
 def test_without_a_gpu_the_real_run_refuses(tmp_path):
@@ -205,6 +228,39 @@ def test_the_corruption_test_counts_decodes_that_change():
     refused = corruption([b"a"], lambda encoded: [None] * len(encoded), torch.device("cpu"), iterations=3,
                          queued_ms=0.1)
     assert refused["refused_images"] == 1 and refused["changed_images"] == 0
+
+
+def test_the_corruption_test_sees_when_a_decode_takes_the_freed_outputs_memory():
+    from perf.gpu.jpeg import corruption
+
+    pool = [torch.zeros((4, 4, 3), dtype=torch.uint8) for _ in range(2)]
+
+    def pooled(encoded: list[bytes]) -> list[torch.Tensor]:  # writes into the same buffers every call
+        for buffer in pool:
+            buffer.fill_(7)
+        return pool[:len(encoded)]
+
+    out = corruption([b"a", b"b"], pooled, torch.device("cpu"), iterations=3, queued_ms=0.1)
+    assert out["reused_iterations"] == 3 and out["changed_images"] == 0
+    assert out["corrupted_iterations"] == 0  # on the CPU the sums ran before the decode wrote
+
+
+@pytest.mark.parametrize(("waited", "control", "verdict"), [
+    ((40, 0), (40, 31), "the hazard is real on this host, and the stream wait prevents it"),
+    ((40, 2), (40, 31), "**corrupted even with the stream wait**"),
+    ((0, 0), (0, 0), "inconclusive: the decoder never got a freed output's memory"),
+    ((40, 0), (40, 0), "no hazard on this host"),
+])
+def test_markdown_says_what_the_corruption_test_shows(waited, control, verdict):
+    from perf.gpu.check import _corruption
+
+    def test(reused: int, corrupted: int) -> dict:
+        return {"batch": 32, "iterations": 40, "refused_images": 0, "queued_ms": 51.2,
+                "reused_iterations": reused, "corrupted_iterations": corrupted, "changed_images": 0}
+
+    [line] = _corruption({"drained": test(*waited), "undrained": test(*control)})
+    assert line.endswith(verdict) or verdict in line
+    assert f"with the stream wait {waited[0]} / {waited[1]}, without it {control[0]} / {control[1]}" in line
 
 
 def test_model_stats_from_triton_counters():

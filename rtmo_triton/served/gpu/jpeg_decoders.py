@@ -49,14 +49,23 @@ def drained(decode: JpegDecoder, device: torch.device) -> JpegDecoder:
     return decode_after_drain
 
 
-def torchvision_decoder(device: torch.device) -> JpegDecoder:
-    """torchvision's batched nvJPEG decode."""
+def torchvision_rgb(device: torch.device) -> JpegDecoder:
+    """torchvision's batched nvJPEG decode as it answers: 3xHxW RGB planes, the tensors nvJPEG wrote."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     def decode(encoded: list[bytes]) -> list[torch.Tensor | None]:
         tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in encoded]
-        rgb = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
-        return [planes.flip(0).permute(1, 2, 0) for planes in rgb]  # RGB planes → BGR pixels
+        return decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
+
+    return decode
+
+
+def torchvision_decoder(device: torch.device) -> JpegDecoder:
+    """torchvision's batched nvJPEG decode, in BGR pixels."""
+    rgb = torchvision_rgb(device)
+
+    def decode(encoded: list[bytes]) -> list[torch.Tensor | None]:
+        return [planes.flip(0).permute(1, 2, 0) for planes in rgb(encoded)]  # RGB planes → BGR pixels
 
     return decode
 
