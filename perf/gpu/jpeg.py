@@ -1,6 +1,6 @@
 """The GPU-resident stages on the device: what each batched JPEG decoder (``spec.JPEG_DECODERS``:
 torchvision's nvJPEG, nvImageCodec) does to pixels and people, its throughput and host CPU per image,
-and the repeated-batch corruption test; the letterbox and the decoder against their CPU forms there.
+and the stream-hazard corruption test; the letterbox and the decoder against their CPU forms there.
 The served decoder is chosen from these figures (docs/gpu.md).
 
 GPU JPEG decoding is not bit-exact with libjpeg-turbo (chroma upsampling, IDCT), so its pixels are
