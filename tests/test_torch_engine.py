@@ -29,7 +29,7 @@ from rtmo_triton.serve.local import ServerFailed, TritonServer
 from rtmo_triton.serve.tritonserver import command
 from rtmo_triton.served.bundle import running_python
 from rtmo_triton.served.postprocess import decode_batch
-from rtmo_triton.served.torch_engine import TorchEngine
+from rtmo_triton.served.torch_engine import TorchEngine, set_tf32
 
 from .golden import CHECKPOINT_T, OUTPUT_FILES, assert_people_match, load_output
 from .served import KEEP_ALL_CELLS, require_server
@@ -66,6 +66,19 @@ def test_a_foreign_file_is_refused(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an RTMO deploy graph.*ENGINE=torch"):
         load_deploy(tmp_path / "other.pt")
+
+
+def test_tf32_switches_both_cuda_matmuls_and_cudnn_convolutions():
+    """FP32 figures on a GPU mean TF32 off in both; cuDNN's convolutions default to TF32."""
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = matmul.fp32_precision, conv.fp32_precision
+    try:
+        set_tf32(True)
+        assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
+        set_tf32(False)
+        assert (matmul.fp32_precision, conv.fp32_precision) == ("ieee", "ieee")
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = before
 
 
 def test_cpu_engine_people_equal_the_reference(weights, refs):

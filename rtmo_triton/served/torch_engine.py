@@ -26,15 +26,11 @@ from ..spec import ENGINE_INPUT_DTYPE, ENGINE_OUTPUTS, PRECISIONS
 
 def set_tf32(enabled: bool) -> None:
     """TF32 for CUDA matmuls and convolutions. cuDNN's convolutions default to TF32 in PyTorch, so FP32
-    must switch it off to be FP32. PyTorch ≥ 2.9 has the ``fp32_precision`` settings; older ones the
-    ``allow_tf32`` flags (the two must not be mixed)."""
+    must switch it off to be FP32. Only the ``fp32_precision`` settings are used: PyTorch refuses a mix
+    of them and the older ``allow_tf32`` flags."""
     mode = "tf32" if enabled else "ieee"
-    if hasattr(torch.backends.cudnn, "fp32_precision"):
-        torch.backends.cuda.matmul.fp32_precision = mode
-        torch.backends.cudnn.conv.fp32_precision = mode
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = enabled
-        torch.backends.cudnn.allow_tf32 = enabled
+    torch.backends.cuda.matmul.fp32_precision = mode
+    torch.backends.cudnn.conv.fp32_precision = mode
 
 
 def prepare(deploy: DeployRTMO, device: torch.device, precision: str, *, fp32_geometry: bool = True,
