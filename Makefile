@@ -131,12 +131,12 @@ gpu-check-prepare: $(DEV_STAMP)  ## pack what an offline GPU host lacks (server,
 
 # The GPU hosts' packages (the device library's KINDS.md), where PyPI has them for this machine's Python:
 # numpy 2.5 needs 3.12, so 2.4; PyPI's torch 2.11 is the CUDA build (about 3 GB with its libraries).
-HOST_PACKAGES ?= torch==2.11.0 numpy==2.4.6 onnxruntime==1.30.0 onnx==1.23.1 opencv-python-headless pillow \
-	packaging grpcio
+HOST_PACKAGES ?= torch==2.11.0 torchvision==0.26.0 numpy==2.4.6 onnxruntime==1.30.0 onnx==1.23.1 \
+	opencv-python-headless pillow packaging grpcio psutil pyyaml prometheus-client
 REHEARSAL ?= /tmp/rtmo-gpu-rehearsal
 gpu-check-rehearse: $(DEV_STAMP)  ## CPU dry run of the GPU check in the GPU hosts' packages, offline from a bundle (docs/gpu.md)
-	test -x $(REHEARSAL)/venv/bin/python3 || { $(PYTHON) -m venv $(REHEARSAL)/venv && \
-		$(REHEARSAL)/venv/bin/pip install -q $(HOST_PACKAGES); }
+	test -x $(REHEARSAL)/venv/bin/python3 || $(PYTHON) -m venv $(REHEARSAL)/venv
+	$(REHEARSAL)/venv/bin/pip install -q $(HOST_PACKAGES)
 	$(PY) -m perf.gpu.bundle --out $(REHEARSAL)/bundle \
 		--python $$($(REHEARSAL)/venv/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 	PATH=$(REHEARSAL)/venv/bin:$$PATH python3 -m perf.gpu.check --dry-run \

@@ -482,8 +482,10 @@ def _corruption(c: dict[str, dict]) -> list[str]:
 def _jpeg(j: dict) -> list[str]:
     dd, lb = j["device_decoder"], j["letterbox"]
     lines = ["## GPU-resident stages on the device", "",
-             f"- letterbox on the device against OpenCV's, same pixels: {lb['differing_values']} values "
-             f"differ over {lb['images']} images",
+             f"- letterbox on the device, same pixels, over {lb['images']} images: against the same warp "
+             f"on CPU torch {lb['differing_from_cpu_torch']} values differ; against OpenCV {lb['opencv']}'s "
+             f"warpAffine {lb['differing_values']}"
+             + (f" ({lb['opencv_difference']})" if lb["opencv_difference"] else ""),
              f"- decoder on the device against numpy's: same people counts {dd['same_people_counts']}, "
              f"keypoint max {_f(dd['max_abs_keypoint_px'], 5)} px, "
              f"score max {_f(dd['max_abs_score'], 6)}", ""]
