@@ -316,12 +316,34 @@ def test_the_bundle_installs_only_what_this_interpreter_lacks_or_has_older(tmp_p
 
 
 def test_a_server_wheel_that_will_not_install_is_reported_and_the_check_goes_on(tmp_path, capsys):
-    server = tmp_path / "bundle" / "wheels" / "server"
+    server = tmp_path / "wheels" / "server"
     server.mkdir(parents=True)
-    (server / "absent_broken_package-1.0-py3-none-any.whl").write_bytes(b"not a zip")
+    with zipfile.ZipFile(server / "absent_broken_package-1.0-py3-none-any.whl", "w") as z:
+        z.writestr("absent_broken_package/__init__.py", "")  # no .dist-info: pip refuses it
+    (tmp_path / "bundle").mkdir()
+    gpu_bundle.archive_wheels(tmp_path / "wheels", tmp_path / "bundle" / gpu_bundle.WHEELS_ARCHIVE)
     found = use_bundle(tmp_path / "bundle", tmp_path / "work")
     assert found.server is None and found.stub_wheels == []
     assert "[bundle] absent_broken_package-1.0-py3-none-any.whl did not install: " in capsys.readouterr().out
+
+
+def test_the_wheels_travel_stored_in_one_xz_archive_and_unpack_unchanged(tmp_path):
+    """Deflated members would leave xz nothing to compress; stored ones must keep every file and RECORD."""
+    stub = tmp_path / "wheels" / "stub"
+    stub.mkdir(parents=True)
+    wheel = _wheel(stub, "carried_pkg")
+    with zipfile.ZipFile(wheel) as z:
+        before = {n: z.read(n) for n in z.namelist()}
+    archive = tmp_path / gpu_bundle.WHEELS_ARCHIVE
+    gpu_bundle.archive_wheels(tmp_path / "wheels", archive)
+    (tmp_path / "host" / gpu_bundle.WHEELS / "stale").mkdir(parents=True)  # what an earlier staging left
+    folder = gpu_bundle.unpack_wheels(archive, tmp_path / "host")
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        f"stub/{wheel.name}"]
+    with zipfile.ZipFile(folder / "stub" / wheel.name) as z:
+        assert {n: z.read(n) for n in z.namelist()} == before
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
+    assert not gpu_bundle.unpack_wheels(tmp_path / "absent.tar.xz", tmp_path / "none").exists()
 
 
 def test_the_bundle_travels_in_parts_that_each_fit_a_call(tmp_path):
@@ -368,7 +390,7 @@ def _wheel(folder: Path, name: str) -> Path:
     """A minimal pure-Python wheel, made here: the check must work offline."""
     wheel = folder / f"{name}-1.0-py3-none-any.whl"
     info = f"{name}-1.0.dist-info"
-    with zipfile.ZipFile(wheel, "w") as z:
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as z:  # as pip downloads them
         z.writestr(f"{name}/__init__.py", "CARRIED = True\n")
         z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
         z.writestr(f"{info}/WHEEL",

@@ -7,14 +7,18 @@ Python 3.12, but no tritonserver, no tritonclient, no simplejpeg, and no network
 - ``tritonserver.tar.xz``: PyPI's pytriton server (a GPU build) trimmed to the binary, the Python
   backend with the stub for the host's Python, and the libraries they load (symbols stripped), laid
   out as in site-packages so the binaries' relative library paths hold;
-- ``wheels/server/``: what the served Python models import and the host lacks (simplejpeg, and
-  nvImageCodec with nvJPEG's runtime for the second GPU JPEG decoder, its wheel trimmed to the host's
-  Python and the JPEG extensions), installed into the host's interpreter by ``perf.gpu.check --bundle``;
-- ``wheels/stub/``: numpy 1, carried by every Python model of the repository the check serves, ahead of
-  the host's numpy 2, which Triton 2.51's Python backend cannot exchange arrays with
-  (``served.tensor_exchange``);
-- ``wheels/client/``: tritonclient and what its gRPC client needs in the versions this checkout runs,
-  put on the check's own ``sys.path`` only.
+- ``wheels.tar.xz``: the wheels, stored uncompressed inside so that xz sees their contents (35 MiB
+  of wheels become 21, which is what lets the bundle travel in two device calls instead of three):
+
+  - ``wheels/server/``: what the served Python models import and the host lacks (simplejpeg, and
+    nvImageCodec with nvJPEG's runtime for the second GPU JPEG decoder, its wheel trimmed to the
+    host's Python and the JPEG extensions), installed into the host's interpreter by
+    ``perf.gpu.check --bundle``;
+  - ``wheels/stub/``: numpy 1, carried by every Python model of the repository the check serves, ahead
+    of the host's numpy 2, which Triton 2.51's Python backend cannot exchange arrays with
+    (``served.tensor_exchange``);
+  - ``wheels/client/``: tritonclient and what its gRPC client needs in the versions this checkout
+    runs, put on the check's own ``sys.path`` only.
 
 A device call carries the checkout (tracked files included) and its ``carry`` paths, 64 MiB in all,
 which this does not fit into. So it travels in parts, ``.gpu-check/call1``, ``call2``...: each call
@@ -40,6 +44,9 @@ from rtmo_triton.whole_files import writing
 
 DEFAULT_BUNDLE = Path(".gpu-check")
 SERVER_ARCHIVE = "tritonserver.tar.xz"
+WHEELS_ARCHIVE = "wheels.tar.xz"
+WHEELS = "wheels"
+"""The folder inside ``WHEELS_ARCHIVE``: ``server/``, ``stub/`` and ``client/`` below it."""
 HOST_PYTHON = "3.12"
 HOST_LACKS = ("simplejpeg",)
 """What the served models import and the GPU hosts' Python lacks; packed at the served pins."""
@@ -133,6 +140,36 @@ def trim_wheel(wheel: Path, python: str) -> None:
                 out.writestr(src.getinfo(name), "\n".join(lines) + "\n" if name == record else src.read(name))
 
 
+def store_wheel(wheel: Path) -> None:
+    """Rewrite ``wheel`` in place with its members stored, not deflated: xz cannot compress deflated
+    data, and stored members give it the contents. The files and RECORD are unchanged."""
+    with zipfile.ZipFile(wheel) as src, writing(wheel) as partial, \
+            zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as out:
+        for info in src.infolist():
+            data = src.read(info)
+            info.compress_type = zipfile.ZIP_STORED
+            out.writestr(info, data)
+
+
+def archive_wheels(folder: Path, archive: Path) -> None:
+    """``folder``'s wheels, each stored (``store_wheel``), into the tar.xz ``archive`` under ``WHEELS``."""
+    for wheel in folder.rglob("*.whl"):
+        store_wheel(wheel)
+    with writing(archive) as partial, tarfile.open(partial, "w:xz") as tar:
+        tar.add(folder, arcname=WHEELS)
+
+
+def unpack_wheels(archive: Path, dest: Path) -> Path:
+    """The wheels of ``archive`` unpacked afresh under ``dest``; returns the folder of ``server/``,
+    ``stub/`` and ``client/`` (empty where the bundle has no wheels)."""
+    folder = dest / WHEELS
+    shutil.rmtree(folder, ignore_errors=True)
+    if archive.is_file():
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+    return folder
+
+
 def travelling_bytes(repo: Path, exclude: Path) -> int:
     """Tracked and untracked-not-ignored files of the checkout (what a device call sends besides carry)."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
@@ -202,15 +239,19 @@ def pack(packed: Path, python: str) -> None:
     else:
         pack_server(packed, python)
         stub_python.write_text(python)
-    shutil.rmtree(packed / "wheels", ignore_errors=True)
-    server = packed / "wheels" / "server"
-    download(served_pins(HOST_LACKS), server, python)
-    download([f"{GPU_DECODER}=={metadata.version(GPU_DECODER)}", NVJPEG], server, python)
-    for wheel in server.glob(f"{GPU_DECODER.replace('-', '_')}-*.whl"):
-        trim_wheel(wheel, python)
-    download(served_pins(STUB_NEEDS), packed / "wheels" / "stub", python)
-    download([f"{name}=={metadata.version(name)}" for name in CLIENT_PACKAGES], packed / "wheels" / "client",
-             python)
+    shutil.rmtree(packed / WHEELS, ignore_errors=True)  # loose wheels a bundle packed before the archive left
+    with tempfile.TemporaryDirectory() as tmp:
+        wheels = Path(tmp) / WHEELS
+        server = wheels / "server"
+        download(served_pins(HOST_LACKS), server, python)
+        download([f"{GPU_DECODER}=={metadata.version(GPU_DECODER)}", NVJPEG], server, python)
+        for wheel in server.glob(f"{GPU_DECODER.replace('-', '_')}-*.whl"):
+            trim_wheel(wheel, python)
+        download(served_pins(STUB_NEEDS), wheels / "stub", python)
+        download([f"{name}=={metadata.version(name)}" for name in CLIENT_PACKAGES], wheels / "client",
+                 python)
+        print(f"packing the wheels into {WHEELS_ARCHIVE} (xz, about a minute) ...", flush=True)
+        archive_wheels(wheels, packed / WHEELS_ARCHIVE)
 
 
 def lay_out_parts(out: Path, packed: Path, repo: Path) -> int:

@@ -140,29 +140,30 @@ class Bundle(NamedTuple):
 
 
 def use_bundle(bundle: Path, work: Path) -> Bundle:
-    """Unpack the server (once), install the served models' missing packages into this interpreter
-    (the server's Python models run it) and put the client's wheels on this process's path. Must run
-    before anything imports protobuf."""
-    from .bundle import SERVER_ARCHIVE
+    """Unpack the server (once) and the wheels, install the served models' missing packages into this
+    interpreter (the server's Python models run it) and put the client's wheels on this process's path.
+    Must run before anything imports protobuf."""
+    from .bundle import SERVER_ARCHIVE, WHEELS_ARCHIVE, unpack_wheels
 
     site = work / "server"
     if not (site / "pytriton").is_dir() and (bundle / SERVER_ARCHIVE).is_file():
         site.mkdir(parents=True, exist_ok=True)
         with tarfile.open(bundle / SERVER_ARCHIVE) as tar:
-            tar.extractall(site, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+            tar.extractall(site, filter="data")
+    wheels = unpack_wheels(bundle / WHEELS_ARCHIVE, work)
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
            "--disable-pip-version-check"]
-    for wheel in missing_here(bundle / "wheels" / "server"):  # one that fails to install fails its users only
+    for wheel in missing_here(wheels / "server"):  # one that fails to install fails its users only
         done = subprocess.run([*pip, str(wheel)], capture_output=True, text=True)
         if done.returncode:
             print(f"[bundle] {wheel.name} did not install: {done.stderr.strip()[-1500:]}", flush=True)
     client = work / "client"
-    client_wheels = missing_here(bundle / "wheels" / "client")
+    client_wheels = missing_here(wheels / "client")
     if client_wheels:
         subprocess.run([*pip, "--upgrade", "--target", str(client), *map(str, client_wheels)], check=True)
         sys.path.insert(0, str(client))
     server = site / "pytriton" / "tritonserver"
-    return Bundle(server if server.is_dir() else None, sorted((bundle / "wheels" / "stub").glob("*.whl")))
+    return Bundle(server if server.is_dir() else None, sorted((wheels / "stub").glob("*.whl")))
 
 
 def missing_here(folder: Path) -> list[Path]:
