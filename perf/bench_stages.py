@@ -2,7 +2,8 @@
 
 Preprocess: real JPEGs through exactly what ``rtmo_preprocess`` runs, the 1920×1080 one split into JPEG
 decode and letterbox, beside what was replaced or rejected (full-frame warp; OpenCV's half-resolution
-decode, not the reference's pixels). Decode: one image's engine outputs at K, ``--people`` surviving NMS.
+decode, not the reference's pixels), and the header read: the GPU-resident preprocess's one per-image
+host step besides launching its kernels. Decode: one image's engine outputs at K, ``--people`` surviving NMS.
 NMS: crowds of overlapping people at K=2000 (every RTMO-s/m/l cell) and at the default K, the shipped
 OpenCV ``dnn.NMSBoxes`` against the numpy fixed-point iteration it replaced, once both are checked to
 keep the same indices on ``--nms-crowds`` random crowds. One thread, as each Triton instance runs.
@@ -22,7 +23,7 @@ import numpy as np
 from perf.inputs import SIZES, benchmark_jpegs
 from rtmo_triton import spec
 from rtmo_triton.served.heap import keep_freed_buffers
-from rtmo_triton.served.image_io import decode_bgr
+from rtmo_triton.served.image_io import checked_header, decode_bgr
 from rtmo_triton.served.letterbox import letterbox, letterbox_matrix
 from rtmo_triton.served.postprocess import box_iou, decode_people, nms
 from rtmo_triton.served.preprocess import preprocess
@@ -112,6 +113,8 @@ def breakdown(data: bytes, size: int, repeat: int) -> list[tuple[str, str, np.nd
         image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
         borderValue=(spec.PAD_VALUE,) * 3).transpose(2, 0, 1))
     cases = [
+        (f"  header {w}x{h}", "Pillow header (GPU form's host step)",
+         lambda: checked_header(data, spec.DEFAULT_MAX_PIXELS)),
         (f"  decode {w}x{h}", "simplejpeg (shipped, exact)",
          lambda: decode_bgr(data, spec.DEFAULT_MAX_PIXELS)),
         (f"  letterbox {w}x{h}", "picture-only warp (shipped)", lambda: letterbox(image, size)),

@@ -1,15 +1,19 @@
 """The benchmark tools' own logic: input encoding, response checks, result selection, stage times."""
 import base64
+import csv
 import json
 import struct
+import subprocess
+import sys
 
 import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from perf.analyze import choose, measurements, summary
+from perf.bench_stages import TARGET_MS
 from perf.contract import contract_problem, served_keypoints
-from perf.inputs import bytes_element
+from perf.inputs import CHECKOUT, bytes_element
 from perf.report import stage_times
 from perf.served_vs_bare import served_threads
 from rtmo_triton import spec
@@ -129,3 +133,18 @@ def test_stage_times_from_server_statistics(tmp_path):
                                                                                        5_000_000_000)}))
     times = stage_times(path)[spec.ENGINE_NAME]
     assert times["queue"] == 2.0 and times["compute_infer"] == 200.0
+
+
+def test_bench_stages_writes_every_stage_with_its_target(tmp_path):
+    """``make bench-stages`` as typed, at one repeat: every stage is timed and lands in the CSV, the
+    targets beside the rows they judge (the tool runs nowhere else in CI, so this keeps it working)."""
+    out = tmp_path / "stages.csv"
+    subprocess.run([sys.executable, "-m", "perf.bench_stages", "--repeat", "1", "--nms-crowds", "1",
+                    "--csv", str(out)], check=True, capture_output=True, cwd=CHECKOUT, timeout=300)
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    stages = {r["stage"].strip().split()[0] for r in rows}
+    assert stages == {"preprocess", "header", "decode", "letterbox", "nms"}
+    assert all(float(r["p50_ms"]) > 0 for r in rows)
+    assert {r["stage"]: float(r["target_ms"]) for r in rows if r["target_ms"]} == TARGET_MS
+    assert (tmp_path / "engine_bytes.csv").is_file()
