@@ -307,6 +307,34 @@ def test_drain_waits_for_pending_requests_then_gives_up_at_the_limit():
         server.shutdown()
 
 
+def test_a_server_is_ready_only_once_its_metrics_endpoint_listens(tmp_path):
+    """Triton starts its metrics endpoint after HTTP; a test that scraped /metrics as soon as the model
+    answered ready was refused the connection (CI, the nvimgcodec server test)."""
+    import socket
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from rtmo_triton.serve.local import TritonServer
+
+    class Ready(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    server = TritonServer(tmp_path)
+    server.ports["http"] = http.server_port
+    try:
+        assert not server._ready(), "ready before the metrics port listens"
+        with socket.create_server(("127.0.0.1", server.ports["metrics"])):
+            assert server._ready()
+    finally:
+        http.shutdown()
+
+
 def test_an_overdue_stale_stub_is_stopped_once(capsys):
     """Killed, a stub stays listed until it has exited and been reaped; the guard must not kill and log
     it again each second meanwhile (this child is never reaped while the guard looks)."""

@@ -75,10 +75,15 @@ class TritonServer:
         return self.http_url if protocol == "http" else self.grpc_url
 
     def _ready(self) -> bool:
+        """The model answers ready over HTTP and the metrics port listens. Triton opens its metrics
+        endpoint last, after HTTP: a caller that scrapes as soon as the model is ready was refused."""
         url = f"http://{self.http_url}/v2/models/{self.ready_model}/ready"
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
-                return r.status == 200
+                if r.status != 200:
+                    return False
+            with socket.create_connection(("127.0.0.1", self.ports["metrics"]), timeout=2):
+                return True
         except OSError:
             return False
 
